@@ -1,0 +1,67 @@
+# Trillium — one Makefile for the monorepo. `make help` lists the targets.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := libs/contracts libs/servicekit libs/kvcompress libs/avatar libs/federated \
+            services/inference services/avatar services/federated
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+# Two workers on the project's 2-core machines; one BLAS thread each so they do not fight.
+PYTEST_WORKERS ?= 2
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TRITON_INTERPRET=1 HF_HUB_OFFLINE=1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup protos protos-check lint format test test-gpu demo bench bench-kv-micro \
+        bench-federated bench-avatar clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# One pip call with torch pinned in it, so no unpinned requirement can pull a CUDA build.
+# The stamp makes re-runs free until requirements or a package's pyproject change.
+$(STAMP): requirements/main.txt $(PYPROJECTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/main.txt $(addprefix -e ,$(PACKAGES))
+	@touch $@
+
+setup: $(STAMP) ## Create .venv and install every package (pinned)
+
+protos: $(STAMP) ## Regenerate libs/contracts from protos/
+	$(BIN)/python libs/contracts/generate.py
+
+protos-check: $(STAMP) ## Fail if libs/contracts is stale
+	$(TEST_ENV) $(BIN)/pytest -q tests/contracts
+
+lint: $(STAMP) ## ruff (explicit rule set in pyproject.toml): lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's formatter and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: $(STAMP) ## Run the whole test suite (CPU; pytest exit 5 "no tests" fails too)
+	$(TEST_ENV) $(BIN)/pytest -n $(PYTEST_WORKERS) -q -m "not gpu" tests
+
+test-gpu: $(STAMP) ## Run the tests that need a CUDA device
+	$(BIN)/pytest -q -m gpu tests
+
+demo: $(STAMP) ## Start all services locally, run the demo scenario, print a summary, stop
+	$(BIN)/python demo/run.py
+
+bench: ## Run every benchmark (results under bench/results/)
+	$(MAKE) bench-kv-micro bench-federated bench-avatar
+
+bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (sparse prefill, bytes, decode)
+	$(BIN)/python bench/kv_micro/prefill.py
+
+bench-federated: $(STAMP) ## FedCFA vs baselines, accuracy vs round, coordinator scale
+	$(BIN)/python bench/federated/run.py
+
+bench-avatar: $(STAMP) ## CPU renderer FPS vs reference
+	$(BIN)/python bench/avatar/render_fps.py
+
+clean: ## Remove the virtual environment, caches and demo output
+	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

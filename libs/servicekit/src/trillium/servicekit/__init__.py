@@ -1,0 +1,1 @@
+"""Trillium service kit: gRPC server bootstrap, interceptors, settings, metrics, Redis session store."""

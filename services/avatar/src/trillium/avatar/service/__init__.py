@@ -1,0 +1,1 @@
+"""The avatar gRPC service (`trillium.avatar.v1.AvatarService`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from trillium.avatar.service.cli import main
+
+sys.exit(main())

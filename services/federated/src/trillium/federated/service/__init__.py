@@ -1,0 +1,1 @@
+"""The federated gRPC service (`trillium.federated.v1.Coordinator`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from trillium.federated.service.cli import main
+
+sys.exit(main())

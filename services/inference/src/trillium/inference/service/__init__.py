@@ -1,0 +1,1 @@
+"""The inference gRPC service (`trillium.inference.v1.InferenceService`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from trillium.inference.service.cli import main
+
+sys.exit(main())

@@ -1,0 +1,29 @@
+"""Wires the InferenceService servicer into the service kit."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from grpc import aio
+
+from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
+from trillium.servicekit.server import ServiceDefinition, ServiceRuntime
+from trillium.servicekit.settings import ServiceSettings
+
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+
+
+def register(server: aio.Server, runtime: ServiceRuntime) -> None:
+    # The generated base servicer: every RPC answers UNIMPLEMENTED until the service issue lands.
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
+        inference_pb2_grpc.InferenceServiceServicer(), server
+    )
+
+
+def build_definition(settings: ServiceSettings) -> ServiceDefinition:
+    return ServiceDefinition(
+        name="inference",
+        version=version("trillium-inference-service"),
+        service_names=[SERVICE_NAME],
+        register=register,
+    )

@@ -1,0 +1,17 @@
+"""`trillium-inference`: Multimodal LLM generation with per-request KV-cache compression."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trillium.inference.service.app import build_definition
+from trillium.servicekit.cli import service_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return service_main(
+        "inference",
+        "Multimodal LLM generation with per-request KV-cache compression.",
+        build_definition,
+        argv,
+    )
