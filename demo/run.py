@@ -8,6 +8,7 @@ clean exit. The exit status is 0 only if every check passed.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -79,10 +80,21 @@ CHECKS = [
 ]
 
 
+def session_store_backend(service: ServiceProcess) -> str | None:
+    """What the service logged about its Redis session store, if it keeps sessions."""
+    for line in service.lines:
+        if '"session store configured"' in line:
+            return json.loads(line).get("redis")
+    return None
+
+
 def exercise(check: ServiceCheck, service: ServiceProcess) -> None:
     started = time.perf_counter()
     wait_until_serving(service.target, check.service_name, timeout=120)
     check.record("health SERVING", True, f"{service.target} after {time.perf_counter() - started:.1f}s")
+    backend = session_store_backend(service)
+    if backend is not None:
+        check.record("redis session store", True, f"{backend} Redis answered PING before SERVING")
     listed = reflected_services(service.target)
     check.record("reflection", check.service_name in listed, ", ".join(listed))
     with open_sync_channel(service.target) as channel:

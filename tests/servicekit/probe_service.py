@@ -17,6 +17,16 @@ STEP_SECONDS = 0.2
 
 
 class ProbeServicer(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(self, runtime: ServiceRuntime | None = None) -> None:
+        self.runtime = runtime
+
+    async def DeleteSession(self, request, context):
+        """Backed by the runtime's Redis session store (when the probe keeps sessions)."""
+        if self.runtime is None or self.runtime.sessions is None:
+            raise NotImplementedError
+        deleted = await self.runtime.sessions.delete(request.session_id, timeout=context.time_remaining())
+        return inference_pb2.DeleteSessionResponse(deleted=deleted)
+
     async def ListModels(self, request, context):
         return inference_pb2.ListModelsResponse(models=[inference_pb2.ModelInfo(name="probe")])
 
@@ -35,7 +45,9 @@ class ProbeServicer(inference_pb2_grpc.InferenceServiceServicer):
             yield inference_pb2.GenerateResponse(delta=inference_pb2.TokenDelta(index=index, text=str(index)))
 
 
-def probe_definition(warmup_gate: asyncio.Event | None = None, admin_methods=()) -> ServiceDefinition:
+def probe_definition(
+    warmup_gate: asyncio.Event | None = None, admin_methods=(), session_namespace: str | None = None
+) -> ServiceDefinition:
     async def warmup(runtime: ServiceRuntime) -> None:
         if warmup_gate is not None:
             await warmup_gate.wait()
@@ -45,10 +57,11 @@ def probe_definition(warmup_gate: asyncio.Event | None = None, admin_methods=())
         version="0.0.0",
         service_names=[SERVICE_NAME],
         register=lambda server, runtime: inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-            ProbeServicer(), server
+            ProbeServicer(runtime), server
         ),
         warmup=warmup,
         admin_methods=admin_methods,
+        session_namespace=session_namespace,
     )
 
 

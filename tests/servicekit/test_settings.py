@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 import pytest
 
@@ -64,3 +65,12 @@ def test_token_file_adds_tokens(tmp_path):
 def test_bad_values_name_the_field(env, field):
     with pytest.raises(ValueError, match=field):
         ServiceSettings.from_env(env)
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for f in fields(ServiceSettings):
+        assert f"`{ServiceSettings.env_name(f.name)}`" in readme, f.name
+        assert f"`--{f.name.replace('_', '-')}`" in readme, f.name

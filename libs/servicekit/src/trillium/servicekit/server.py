@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from trillium.servicekit.client import channel_options
+from trillium.servicekit.embedded_redis import EmbeddedRedis, start_embedded_redis
 from trillium.servicekit.interceptors import (
     BearerTokenAuthInterceptor,
     ErrorMappingInterceptor,
@@ -29,6 +30,12 @@ from trillium.servicekit.interceptors import (
     RequestIdInterceptor,
 )
 from trillium.servicekit.metrics import MetricsEndpoint, grpc_server_metrics
+from trillium.servicekit.redis_store import (
+    SessionStore,
+    StoreMetrics,
+    StoreUnavailableError,
+    create_store_metrics,
+)
 from trillium.servicekit.settings import ServiceSettings
 from trillium.servicekit.tls import server_credentials
 
@@ -43,7 +50,8 @@ class ServiceDefinition:
     """What a service adds to the kit: its servicers and its start-up and shutdown work.
 
     ``register(server, runtime)`` adds servicers; ``warmup(runtime)`` (model or scene load) runs after
-    the server starts, while the service's health reads NOT_SERVING; ``shutdown(runtime)`` closes
+    the server starts (after Redis answers, when the service keeps sessions), while the service's health reads
+    NOT_SERVING; ``shutdown(runtime)`` closes
     clients after the server stopped. ``admin_methods`` need an admin token when auth is on.
     """
 
@@ -54,6 +62,9 @@ class ServiceDefinition:
     warmup: Callable[[ServiceRuntime], Awaitable[None]] | None = None
     shutdown: Callable[[ServiceRuntime], Awaitable[None]] | None = None
     admin_methods: Collection[str] = ()
+    # When set, the runtime connects a Redis SessionStore under this key namespace (REDIS_URL, or the
+    # embedded server when unset) before the service reports SERVING.
+    session_namespace: str | None = None
 
 
 @dataclass
@@ -70,6 +81,8 @@ class ServiceRuntime:
     metrics_port: int = -1
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     warmup_error: BaseException | None = None
+    sessions: SessionStore | None = None
+    embedded_redis: EmbeddedRedis | None = None
     _health_server: aio.Server | None = None
     _metrics: MetricsEndpoint | None = None
     _warmup_task: asyncio.Task | None = None
@@ -94,6 +107,8 @@ class ServiceRuntime:
         reflection.enable_server_reflection(
             (*definition.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+        if definition.session_namespace:
+            await self._open_session_store(definition.session_namespace)
         self.port = self._bind(self.server, settings.port)
         if settings.health_port >= 0:
             self._health_server = aio.server(options=channel_options(settings.max_message_bytes))
@@ -115,6 +130,39 @@ class ServiceRuntime:
             extra={"port": self.port, "metrics_port": self.metrics_port, "tls": settings.tls_enabled},
         )
         self._warmup_task = asyncio.create_task(self._warm_up())
+
+    async def _open_session_store(self, namespace: str) -> None:
+        url = self.settings.redis_url
+        if not url:
+            self.embedded_redis = await asyncio.to_thread(
+                start_embedded_redis, self.settings.data_dir or None
+            )
+            url = self.embedded_redis.url
+        store_metrics = session_store_metrics(namespace, self.registry)
+        self.sessions = SessionStore(
+            url,
+            namespace,
+            self.settings.session_ttl_seconds,
+            ops_total=store_metrics.ops_total,
+            op_seconds=store_metrics.op_seconds,
+        )
+        log.info(
+            "session store configured",
+            extra={"redis": "embedded" if self.embedded_redis else "external", "namespace": namespace},
+        )
+
+    async def _wait_for_redis(self) -> None:
+        """Retry PING until Redis answers; the service stays NOT_SERVING meanwhile."""
+        assert self.sessions is not None
+        delay = 0.2
+        while True:
+            try:
+                await self.sessions.ping(timeout=2.0)
+                return
+            except StoreUnavailableError as exc:
+                log.warning("Redis not reachable yet (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _interceptors(self, metrics) -> list[aio.ServerInterceptor]:
         interceptors: list[aio.ServerInterceptor] = [RequestIdInterceptor(), MetricsInterceptor(metrics)]
@@ -138,6 +186,8 @@ class ServiceRuntime:
 
     async def _warm_up(self) -> None:
         try:
+            if self.sessions is not None:
+                await self._wait_for_redis()
             if self.definition.warmup is not None:
                 await self.definition.warmup(self)
         except Exception as exc:  # the service stays NOT_SERVING; probes and logs show why
@@ -169,11 +219,29 @@ class ServiceRuntime:
                 await self.definition.shutdown(self)
             except Exception:
                 log.exception("%s shutdown hook failed", self.definition.name)
+        await self._close_session_store()
         if self._health_server is not None:
             await self._health_server.stop(0)
         if self._metrics is not None:
             self._metrics.close()
         log.info("%s stopped", self.definition.name)
+
+    async def _close_session_store(self) -> None:
+        if self.sessions is not None:
+            await self.sessions.close()
+        if self.embedded_redis is not None:
+            await asyncio.to_thread(self.embedded_redis.stop)
+
+
+_store_metrics: dict[tuple[int, str], StoreMetrics] = {}
+
+
+def session_store_metrics(namespace: str, registry: CollectorRegistry) -> StoreMetrics:
+    """``<namespace>_redis_ops_total`` and ``<namespace>_redis_op_seconds``, once per registry."""
+    key = (id(registry), namespace)
+    if key not in _store_metrics:
+        _store_metrics[key] = create_store_metrics(namespace, registry)
+    return _store_metrics[key]
 
 
 async def serve_until_signal(runtime: ServiceRuntime) -> int:

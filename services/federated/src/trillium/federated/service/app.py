@@ -24,5 +24,6 @@ def build_definition(settings: ServiceSettings) -> ServiceDefinition:
         version=version("trillium-federated-service"),
         service_names=[SERVICE_NAME],
         register=register,
+        session_namespace="federated",
         admin_methods=[f"/{SERVICE_NAME}/StartRun", f"/{SERVICE_NAME}/StopRun"],
     )

@@ -26,4 +26,5 @@ def build_definition(settings: ServiceSettings) -> ServiceDefinition:
         version=version("trillium-inference-service"),
         service_names=[SERVICE_NAME],
         register=register,
+        session_namespace="inference",
     )
