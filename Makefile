@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := libs/contracts libs/servicekit libs/kvcompress libs/avatar libs/federated \
+PACKAGES := libs/contracts libs/servicekit libs/kvcompress libs/models libs/avatar libs/federated \
             services/inference services/avatar services/federated
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 # Two workers on the project's 2-core machines; one BLAS thread each so they do not fight.
@@ -12,8 +12,8 @@ PYTEST_WORKERS ?= 2
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TRITON_INTERPRET=1 HF_HUB_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos protos-check lint format test test-gpu demo bench bench-kv-micro \
-        bench-federated bench-avatar clean
+.PHONY: help setup setup-kvpress protos protos-check lint format test test-gpu demo bench bench-kv-micro \
+        bench-federated bench-avatar clean dashboards deploy-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -26,6 +26,15 @@ $(STAMP): requirements/main.txt $(PYPROJECTS)
 	@touch $@
 
 setup: $(STAMP) ## Create .venv and install every package (pinned)
+
+# kvpress 0.5.5 needs transformers<5.3: it gets its own environment, used only by bench-kv.
+KVPRESS_VENV := .venv-kvpress
+$(KVPRESS_VENV)/.installed: requirements/kvpress.txt
+	@test -x $(KVPRESS_VENV)/bin/python || $(PYTHON) -m venv $(KVPRESS_VENV)
+	$(KVPRESS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/kvpress.txt
+	@touch $@
+
+setup-kvpress: $(KVPRESS_VENV)/.installed ## Create .venv-kvpress (kvpress comparison environment)
 
 protos: $(STAMP) ## Regenerate libs/contracts from protos/
 	$(BIN)/python libs/contracts/generate.py
@@ -49,6 +58,14 @@ test-gpu: $(STAMP) ## Run the tests that need a CUDA device
 
 demo: $(STAMP) ## Start all services locally, run the demo scenario, print a summary, stop
 	$(BIN)/python demo/run.py
+
+dashboards: $(STAMP) ## Regenerate Grafana dashboards, the chart's values schema and k8s/base
+	$(BIN)/python deploy/grafana/generate.py
+	$(BIN)/python deploy/helm/schema.py
+	$(BIN)/python deploy/k8s_base.py
+
+deploy-check: $(STAMP) ## Fail if dashboards, schema or k8s/base are stale; validate chart and overlays
+	$(TEST_ENV) $(BIN)/pytest -q tests/deploy
 
 bench: ## Run every benchmark (results under bench/results/)
 	$(MAKE) bench-kv-micro bench-federated bench-avatar
