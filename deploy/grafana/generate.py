@@ -55,6 +55,20 @@ def rate(metric: str, by: str) -> tuple[str, str]:
     return (f'sum by ({by}) (rate({metric}{{job=~"$job"}}[{RATE}]))', f"{{{{{by}}}}}")
 
 
+def ratio(numerator: str, denominator: str, by: str) -> tuple[str, str]:
+    """``numerator / denominator`` of per-group rates, guarded against division by zero."""
+    part = 'sum by ({by}) (rate({metric}{{job=~"$job"}}[{rate}]))'
+    top = part.format(by=by, metric=numerator, rate=RATE)
+    bottom = part.format(by=by, metric=denominator, rate=RATE)
+    legend = " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(","))
+    return (f"{top} / ({bottom} > 0)", legend)
+
+
+def gauge(metric: str, legend: str, how: str = "max") -> tuple[str, str]:
+    by = " by (instance)" if legend == "{{instance}}" else ""
+    return (f'{how}{by} ({metric}{{job=~"$job"}})', legend)
+
+
 GRPC_PANELS = (
     Panel(
         "gRPC requests by method and code",
@@ -65,7 +79,7 @@ GRPC_PANELS = (
             ),
         ),
         "reqps",
-    ),  # fmt: skip
+    ),
     Panel(
         "gRPC error ratio (non-OK)",
         (
@@ -76,7 +90,7 @@ GRPC_PANELS = (
             ),
         ),
         "percentunit",
-    ),  # fmt: skip
+    ),
     Panel(
         "gRPC handling time p95 by method",
         quantiles("grpc_server_handling_seconds", "grpc_method", (0.95,)),
@@ -90,64 +104,113 @@ GRPC_PANELS = (
 )
 
 DASHBOARDS = (
-    Dashboard("trillium-inference", "Trillium / Inference", (
-        Panel("Time to first token", quantiles("inference_time_to_first_token_seconds"), "s"),
-        Panel("Inter-token latency", quantiles("inference_inter_token_latency_seconds"), "s"),
-        Panel("End-to-end request latency", quantiles("inference_e2e_request_latency_seconds"), "s"),
-        Panel("KV bytes raw vs compressed by policy", (
-            rate("inference_kv_cache_raw_bytes_total", "policy"),
-            rate("inference_kv_cache_compressed_bytes_total", "policy"),
-        ), "Bps"),
-        Panel("KV compression ratio by policy and modality", ((
-            f'sum by (policy, modality) (rate(inference_kv_cache_raw_bytes_total{{job=~"$job"}}[{RATE}])) / '
-            f'(sum by (policy, modality) (rate(inference_kv_cache_compressed_bytes_total{{job=~"$job"}}[{RATE}])) > 0)',
-            "{{policy}} {{modality}}"),), "short"),
-        Panel("Tokens kept per modality (fraction)", ((
-            f'sum by (modality) (rate(inference_kv_tokens_kept_total{{job=~"$job"}}[{RATE}])) / '
-            f'(sum by (modality) (rate(inference_kv_tokens_seen_total{{job=~"$job"}}[{RATE}])) > 0)',
-            "{{modality}}"),), "percentunit"),
-        Panel("KV compression time", quantiles("inference_kv_compression_seconds", "policy", (0.95,)), "s"),
-        Panel("Requests running / waiting", (
-            ('sum(inference_num_requests_running{job=~"$job"})', "running"),
-            ('sum(inference_num_requests_waiting{job=~"$job"})', "waiting"),
-        )),
-        Panel("Tokens per second", (
-            rate("inference_prompt_tokens_total", "model"),
-            rate("inference_generation_tokens_total", "model"),
-        ), "short"),
-        Panel("GPU memory used", (('sum by (instance) (inference_gpu_memory_used_bytes{job=~"$job"})',
-                                   "{{instance}}"),), "bytes"),
-        Panel("Redis session store p95", quantiles("inference_redis_op_seconds", "op", (0.95,)), "s"),
-        *GRPC_PANELS,
-    )),
-    Dashboard("trillium-avatar", "Trillium / Avatar", (
-        Panel("Frame render time p95 vs 40 ms budget", quantiles("avatar_frame_render_seconds", "", (0.5, 0.95)),
-              "s", thresholds=(0.04,)),
-        Panel("Frame encode time p95", quantiles("avatar_frame_encode_seconds", "encoding", (0.95,)), "s"),
-        Panel("Time to first frame", quantiles("avatar_time_to_first_frame_seconds", "", (0.5, 0.95)), "s"),
-        Panel("Frames rendered / dropped", (
-            (f'sum(rate(avatar_frames_rendered_total{{job=~"$job"}}[{RATE}]))', "rendered"),
-            rate("avatar_frames_dropped_total", "reason"),
-        ), "short"),
-        Panel("Active streams", (('sum by (instance) (avatar_active_streams{job=~"$job"})', "{{instance}}"),)),
-        Panel("GPU memory used", (('sum by (instance) (avatar_gpu_memory_used_bytes{job=~"$job"})',
-                                   "{{instance}}"),), "bytes"),
-        *GRPC_PANELS,
-    )),
-    Dashboard("trillium-federated", "Trillium / Federated", (
-        Panel("Current round", (('max(federated_current_round{job=~"$job"})', "round"),), kind="stat"),
-        Panel("Global accuracy", (('max(federated_global_accuracy{job=~"$job"})', "accuracy"),), "percentunit"),
-        Panel("Round duration", quantiles("federated_round_duration_seconds", "", (0.5, 0.95)), "s"),
-        Panel("Rounds by outcome", (rate("federated_rounds_total", "outcome"),)),
-        Panel("Client updates by result", (rate("federated_client_updates_total", "result"),)),
-        Panel("Clients connected / selected", (
-            ('max(federated_clients_connected{job=~"$job"})', "connected"),
-            ('max(federated_clients_selected{job=~"$job"})', "selected"),
-        )),
-        Panel("Aggregation time p95", quantiles("federated_aggregation_seconds", "", (0.95,)), "s"),
-        *GRPC_PANELS,
-    )),
-)  # fmt: skip
+    Dashboard(
+        "trillium-inference",
+        "Trillium / Inference",
+        (
+            Panel("Time to first token", quantiles("inference_time_to_first_token_seconds"), "s"),
+            Panel("Inter-token latency", quantiles("inference_inter_token_latency_seconds"), "s"),
+            Panel("End-to-end request latency", quantiles("inference_e2e_request_latency_seconds"), "s"),
+            Panel(
+                "KV bytes raw vs compressed by policy",
+                (
+                    rate("inference_kv_cache_raw_bytes_total", "policy"),
+                    rate("inference_kv_cache_compressed_bytes_total", "policy"),
+                ),
+                "Bps",
+            ),
+            Panel(
+                "KV compression ratio by policy and modality",
+                (
+                    ratio(
+                        "inference_kv_cache_raw_bytes_total",
+                        "inference_kv_cache_compressed_bytes_total",
+                        "policy, modality",
+                    ),
+                ),
+            ),
+            Panel(
+                "Tokens kept per modality (fraction)",
+                (ratio("inference_kv_tokens_kept_total", "inference_kv_tokens_seen_total", "modality"),),
+                "percentunit",
+            ),
+            Panel(
+                "KV compression time", quantiles("inference_kv_compression_seconds", "policy", (0.95,)), "s"
+            ),
+            Panel(
+                "Requests running / waiting",
+                (
+                    gauge("inference_num_requests_running", "running", "sum"),
+                    gauge("inference_num_requests_waiting", "waiting", "sum"),
+                ),
+            ),
+            Panel(
+                "Tokens per second",
+                (
+                    rate("inference_prompt_tokens_total", "model"),
+                    rate("inference_generation_tokens_total", "model"),
+                ),
+                "short",
+            ),
+            Panel(
+                "GPU memory used", (gauge("inference_gpu_memory_used_bytes", "{{instance}}", "sum"),), "bytes"
+            ),
+            Panel("Redis session store p95", quantiles("inference_redis_op_seconds", "op", (0.95,)), "s"),
+            *GRPC_PANELS,
+        ),
+    ),
+    Dashboard(
+        "trillium-avatar",
+        "Trillium / Avatar",
+        (
+            Panel(
+                "Frame render time p95 vs 40 ms budget",
+                quantiles("avatar_frame_render_seconds", "", (0.5, 0.95)),
+                "s",
+                thresholds=(0.04,),
+            ),
+            Panel(
+                "Frame encode time p95", quantiles("avatar_frame_encode_seconds", "encoding", (0.95,)), "s"
+            ),
+            Panel(
+                "Time to first frame", quantiles("avatar_time_to_first_frame_seconds", "", (0.5, 0.95)), "s"
+            ),
+            Panel(
+                "Frames rendered / dropped",
+                (
+                    (f'sum(rate(avatar_frames_rendered_total{{job=~"$job"}}[{RATE}]))', "rendered"),
+                    rate("avatar_frames_dropped_total", "reason"),
+                ),
+                "short",
+            ),
+            Panel("Active streams", (gauge("avatar_active_streams", "{{instance}}", "sum"),)),
+            Panel(
+                "GPU memory used", (gauge("avatar_gpu_memory_used_bytes", "{{instance}}", "sum"),), "bytes"
+            ),
+            *GRPC_PANELS,
+        ),
+    ),
+    Dashboard(
+        "trillium-federated",
+        "Trillium / Federated",
+        (
+            Panel("Current round", (gauge("federated_current_round", "round"),), kind="stat"),
+            Panel("Global accuracy", (gauge("federated_global_accuracy", "accuracy"),), "percentunit"),
+            Panel("Round duration", quantiles("federated_round_duration_seconds", "", (0.5, 0.95)), "s"),
+            Panel("Rounds by outcome", (rate("federated_rounds_total", "outcome"),)),
+            Panel("Client updates by result", (rate("federated_client_updates_total", "result"),)),
+            Panel(
+                "Clients connected / selected",
+                (
+                    gauge("federated_clients_connected", "connected"),
+                    gauge("federated_clients_selected", "selected"),
+                ),
+            ),
+            Panel("Aggregation time p95", quantiles("federated_aggregation_seconds", "", (0.95,)), "s"),
+            *GRPC_PANELS,
+        ),
+    ),
+)
 
 
 def panel_json(panel: Panel, panel_id: int) -> dict:
@@ -163,7 +226,7 @@ def panel_json(panel: Panel, panel_id: int) -> dict:
         "fieldConfig": {
             "defaults": {"unit": panel.unit, "thresholds": {"mode": "absolute", "steps": steps}},
             "overrides": [],
-        },  # fmt: skip
+        },
         "targets": [
             {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
             for i, (expr, legend) in enumerate(panel.exprs)
@@ -177,9 +240,17 @@ def variable(name: str) -> dict:
         if name == "job"
         else ('label_values(grpc_server_started_total{job=~"$job"}, instance)')
     )
-    return {"name": name, "type": "query", "datasource": {"type": "prometheus", "uid": "${datasource}"},
-            "query": {"query": query, "refId": name}, "definition": query, "includeAll": True, "multi": True,
-            "current": {"text": "All", "value": "$__all"}, "refresh": 2}  # fmt: skip
+    return {
+        "name": name,
+        "type": "query",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "includeAll": True,
+        "multi": True,
+        "current": {"text": "All", "value": "$__all"},
+        "refresh": 2,
+    }
 
 
 def dashboard_json(dashboard: Dashboard) -> dict:
@@ -220,6 +291,7 @@ def queried_metrics() -> set[str]:
 def exported_metrics() -> set[str]:
     """Sample names every service exports, from each service's metrics module in a fresh registry."""
     from prometheus_client import CollectorRegistry
+
     from trillium.avatar.service.metrics import create_metrics as avatar_metrics
     from trillium.federated.service.metrics import create_metrics as federated_metrics
     from trillium.inference.service.metrics import create_metrics as inference_metrics

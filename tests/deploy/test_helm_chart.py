@@ -13,8 +13,16 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "trillium"
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
 KUBERNETES_VERSION = "1.30.0"
-CORE_KINDS = {"Deployment", "Service", "StatefulSet", "ConfigMap", "PersistentVolumeClaim",
-              "PodDisruptionBudget", "NetworkPolicy", "HorizontalPodAutoscaler"}  # fmt: skip
+CORE_KINDS = {
+    "Deployment",
+    "Service",
+    "StatefulSet",
+    "ConfigMap",
+    "PersistentVolumeClaim",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "HorizontalPodAutoscaler",
+}
 
 
 def render(values: dict) -> list[dict]:
@@ -91,8 +99,9 @@ def test_gpu_scheduling_only_when_gpus_are_requested():
         "nodeSelectorTerms"
     ]
     assert terms[0]["matchExpressions"][0]["values"] == ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"]
-    assert "nvidia.com/gpu" not in str(by_kind(render(scenario("gpu-values.yaml")), "Deployment")[
-        "rel-trillium-federated"])  # fmt: skip
+    assert "nvidia.com/gpu" not in str(
+        by_kind(render(scenario("gpu-values.yaml")), "Deployment")["rel-trillium-federated"]
+    )
 
 
 def test_coordinator_is_a_single_recreated_replica_with_checkpoints():

@@ -22,8 +22,8 @@ def run_check(script: str) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
 @pytest.mark.parametrize("overlay", ["cpu-dev", "gpu"])
 def test_overlay_builds_and_validates_strictly(overlay):
-    built = subprocess.run(["kubectl", "kustomize", str(REPO / "k8s/overlays" / overlay)], capture_output=True,
-                           text=True, check=True)  # fmt: skip
+    command = ["kubectl", "kustomize", str(REPO / "k8s/overlays" / overlay)]
+    built = subprocess.run(command, capture_output=True, text=True, check=True)
     docs = [d for d in yaml.safe_load_all(built.stdout) if d]
     for doc in docs:
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
