@@ -103,12 +103,12 @@ class ServiceRuntime:
         await self.health.set("", SERVING)
         for name in definition.service_names:
             await self.health.set(name, NOT_SERVING)
+        if definition.session_namespace:
+            await self._open_session_store(definition.session_namespace)
         definition.register(self.server, self)
         reflection.enable_server_reflection(
             (*definition.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        if definition.session_namespace:
-            await self._open_session_store(definition.session_namespace)
         self.port = self._bind(self.server, settings.port)
         if settings.health_port >= 0:
             self._health_server = aio.server(options=channel_options(settings.max_message_bytes))

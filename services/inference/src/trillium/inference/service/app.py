@@ -6,6 +6,8 @@ from importlib.metadata import version
 
 from grpc import aio
 
+from trillium.inference.service.catalogue import default_models_dir
+from trillium.inference.service.servicer import InferenceServicer
 from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
 from trillium.servicekit.server import ServiceDefinition, ServiceRuntime
 from trillium.servicekit.settings import ServiceSettings
@@ -14,10 +16,8 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].ful
 
 
 def register(server: aio.Server, runtime: ServiceRuntime) -> None:
-    # The generated base servicer: every RPC answers UNIMPLEMENTED until the service issue lands.
-    inference_pb2_grpc.add_InferenceServiceServicer_to_server(
-        inference_pb2_grpc.InferenceServiceServicer(), server
-    )
+    servicer = InferenceServicer(runtime.sessions, default_models_dir())
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server)
 
 
 def build_definition(settings: ServiceSettings) -> ServiceDefinition:

@@ -1,0 +1,163 @@
+"""InferenceService over real gRPC with a real Redis: policies, models, sessions."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import grpc
+import pytest
+import redis
+
+from trillium.common.v1 import values_pb2
+from trillium.inference.service.app import build_definition
+from trillium.inference.service.catalogue import MODELS_DIR_ENV
+from trillium.inference.service.policies import policy_from_request
+from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
+from trillium.kvcompress.registry import POLICIES
+from trillium.servicekit.background import BackgroundService
+from trillium.servicekit.client import open_sync_channel
+from trillium.servicekit.settings import ServiceSettings
+from trillium.servicekit.testing import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    (root / "tiny").mkdir()
+    (root / "tiny" / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["Qwen2ForCausalLM"],
+                "hidden_size": 128,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "num_hidden_layers": 2,
+                "max_position_embeddings": 4096,
+            }
+        )
+    )
+    (root / "tiny" / "processor_config.json").write_text(
+        json.dumps({"modalities": ["text", "video", "audio"]})
+    )
+    (root / "not-a-model").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def stub(redis_server, models_dir):
+    mp = pytest.MonkeyPatch()
+    mp.setenv(MODELS_DIR_ENV, str(models_dir))
+    settings = ServiceSettings(port=0, metrics_port=-1, drain_seconds=0, redis_url=redis_server.url)
+    with BackgroundService(build_definition(settings), settings) as service:
+        service.wait_ready()
+        with open_sync_channel(service.target) as channel:
+            yield inference_pb2_grpc.InferenceServiceStub(channel)
+    mp.undo()
+
+
+def test_every_registered_policy_is_listed_with_its_parameters(stub):
+    response = stub.ListCompressionPolicies(inference_pb2.ListCompressionPoliciesRequest())
+    listed = {p.name: p for p in response.policies}
+    assert set(listed) == set(POLICIES)
+    snapkv = listed["snapkv"]
+    assert snapkv.paper == "arXiv 2404.14469"
+    budget = next(p for p in snapkv.parameters if p.name == "budget")
+    assert budget.type == values_pb2.PARAMETER_TYPE_NUMBER
+    assert inference_pb2.MODALITY_AUDIO in listed["acckv"].modalities
+    assert listed["look_m"].merges_tokens and not listed["snapkv"].merges_tokens
+
+
+def test_models_are_listed_from_their_configs(stub):
+    models = stub.ListModels(inference_pb2.ListModelsRequest()).models
+    assert [m.name for m in models] == ["tiny"]
+    tiny = models[0]
+    assert (tiny.num_layers, tiny.num_kv_heads, tiny.head_dim, tiny.max_context_tokens) == (2, 2, 32, 4096)
+    assert list(tiny.modalities) == [
+        inference_pb2.MODALITY_TEXT,
+        inference_pb2.MODALITY_VIDEO,
+        inference_pb2.MODALITY_AUDIO,
+    ]
+
+
+def test_session_get_and_delete_read_redis(stub, redis_server):
+    now = time.time()
+    redis.Redis.from_url(redis_server.url).hset(
+        "trillium:inference:v1:{s:chat-1}:meta",
+        mapping={
+            "schema": "1",
+            "model": "tiny",
+            "policy": "snapkv",
+            "original_tokens": 900,
+            "kept_tokens": 180,
+            "next_position": 905,
+            "turns": 2,
+            "seen_video": 800,
+            "kept_video": 120,
+            "created_at": now,
+            "last_access": now,
+        },
+    )
+    session = stub.GetSession(inference_pb2.GetSessionRequest(session_id="chat-1"))
+    assert (session.model, session.policy, session.kept_tokens, session.next_position) == (
+        "tiny",
+        "snapkv",
+        180,
+        905,
+    )
+    assert (
+        session.per_modality[0].modality == inference_pb2.MODALITY_VIDEO
+        and session.per_modality[0].kept == 120
+    )
+    assert session.expires_at.seconds - session.last_access.seconds == 1800
+    assert stub.DeleteSession(inference_pb2.DeleteSessionRequest(session_id="chat-1")).deleted
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetSession(inference_pb2.GetSessionRequest(session_id="chat-1"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("session_id", ["", "has space", "x" * 500, "{s:evil}"])
+def test_bad_session_ids_are_invalid_argument(stub, session_id):
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetSession(inference_pb2.GetSessionRequest(session_id=session_id))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("session_id:")
+
+
+def test_generate_is_not_served_yet(stub):
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Generate(inference_pb2.GenerateRequest(model="tiny")))
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"policy": "nope", "budget": {"ratio": 0.2}}, "compression.policy"),
+        ({"policy": "snapkv", "budget": {"ratio": 1.5}}, "compression.budget.ratio"),
+        ({"policy": "snapkv", "budget": {"tokens": 0}}, "compression.budget.tokens"),
+        ({"policy": "snapkv"}, "compression.budget"),
+        (
+            {"policy": "snapkv", "budget": {"ratio": 0.2}, "parameters": {"bogus": {"integer": 3}}},
+            "compression.parameters['bogus']",
+        ),
+    ],
+)
+def test_bad_compression_config_names_the_field(config, field):
+    from trillium.servicekit.errors import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        policy_from_request(inference_pb2.CompressionConfig(**config))
+    assert info.value.field == field
+
+
+def test_compression_config_builds_the_policy():
+    policy = policy_from_request(inference_pb2.CompressionConfig(policy="snapkv", budget={"ratio": 0.25}))
+    assert policy.name == "snapkv" and policy.budget == 0.25
+    assert policy_from_request(inference_pb2.CompressionConfig(policy="none")) is None
