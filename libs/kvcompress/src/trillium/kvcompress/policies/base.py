@@ -1,0 +1,261 @@
+"""Policy interface: a small dataclass with typed hyperparameters that compresses one layer at a time.
+
+The Hugging Face integration calls :meth:`Policy.begin` once per prompt and then
+:meth:`Policy.compress_layer` for every decoder layer, in order, right after that layer's prefill.
+A policy returns, per KV head, the entries to keep (possibly merged): a ragged :class:`LayerResult`.
+Cross-layer policies (PureKV, MadaKV's HCC) keep their running state in ``LayerInputs.state``.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from trillium.kvcompress.budgets.layer import resolve_budget, validate_budget
+from trillium.kvcompress.layout import Modality, TokenLayout
+from trillium.kvcompress.scoring.window import gqa_mean, recompute_queries, rows_attention
+
+__all__ = [
+    "LayerInputs",
+    "LayerResult",
+    "Policy",
+    "PrefillAttention",
+    "observation_window",
+    "param",
+    "topk_with_forced",
+]
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A dataclass field with the metadata the registry exposes (description, range, choices)."""
+    meta = {
+        "help": help,
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_minimum": exclusive_minimum,
+        "choices": choices,
+    }
+    return field(default=default, metadata=meta)
+
+
+def _check_value(name: str, kind: Any, value: Any, meta: typing.Mapping[str, Any]) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a bool, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ValueError(f"{name} must be a float, got {value!r}")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a str, got {value!r}")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ValueError(f"{name} must be one of {list(meta['choices'])}, got {value!r}")
+        return value
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if low is not None and (value < low or (meta.get("exclusive_minimum") and value == low)):
+        bound = ">" if meta.get("exclusive_minimum") else ">="
+        raise ValueError(f"{name} must be {bound} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+class PrefillAttention(Protocol):
+    """Replacement for dense causal attention during prefill (e.g. a sparse spatial-temporal mask).
+
+    ``query`` ``[B, H_q, L, D]``, ``key``/``value`` ``[B, H_kv, L, D]`` (post-RoPE) ->
+    output ``[B, L, H_q, D]`` (transformers' attention-interface convention).
+    """
+
+    def __call__(
+        self,
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        *,
+        layout: TokenLayout,
+        scaling: float,
+    ) -> torch.Tensor: ...
+
+
+@dataclass
+class LayerInputs:
+    """Everything a policy may read for one decoder layer (batch size 1).
+
+    Attributes:
+        layer_idx, num_layers: position of the layer.
+        keys: ``[H_kv, L, D]`` cached post-RoPE keys.
+        values: ``[H_kv, L, D_v]`` cached values.
+        layout: the prompt's :class:`TokenLayout` (``L`` tokens).
+        attention: the layer's attention module (``q_proj``, ``scaling``...), for query recompute.
+        hidden_states: ``[1, L, hidden]`` attention input, for query recompute.
+        position_embeddings: ``(cos, sin)`` ``[1, L, D]``.
+        attention_weights: ``[H_q, L, L]`` eager attention (only if the policy asked for it).
+        state: dict shared by all layers of one prompt (cross-layer policies).
+    """
+
+    layer_idx: int
+    num_layers: int
+    keys: torch.Tensor
+    values: torch.Tensor
+    layout: TokenLayout
+    attention: nn.Module | None = None
+    hidden_states: torch.Tensor | None = None
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
+    attention_weights: torch.Tensor | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    _rows_cache: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.keys.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def num_query_heads(self) -> int:
+        if self.attention is None:
+            return self.num_kv_heads
+        return self.attention.q_proj.out_features // self.attention.head_dim
+
+    @torch.no_grad()
+    def attention_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[H_q, P, L]`` causal attention probabilities of the prompt rows ``rows`` (recomputed)."""
+        key = tuple(rows.tolist())
+        if key not in self._rows_cache:
+            if self.attention is None or self.hidden_states is None or self.position_embeddings is None:
+                raise ValueError("attention, hidden_states and position_embeddings are needed to score rows")
+            queries = recompute_queries(self.attention, self.hidden_states, self.position_embeddings, rows)
+            probs = rows_attention(queries, self.keys.unsqueeze(0), rows, self.attention.scaling)
+            self._rows_cache[key] = probs[0]
+        return self._rows_cache[key]
+
+    def window_scores(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[H_kv, L]``: attention mass each key receives from ``rows``, averaged per GQA group."""
+        probs = self.attention_rows(rows)
+        return gqa_mean(probs.sum(dim=1).unsqueeze(0), self.num_kv_heads)[0]
+
+
+@dataclass
+class LayerResult:
+    """Per-KV-head kept entries of one layer (ragged).
+
+    Attributes:
+        keys: ``H_kv`` tensors ``[n_h, D]``.
+        values: ``H_kv`` tensors ``[n_h, D_v]``.
+        sources: ``H_kv`` int64 tensors ``[n_h]``: prompt index of each entry (for a merged
+            unit token, the first prompt index it averages).
+        merged: ``H_kv`` int64 tensors ``[n_h]``: evicted tokens folded into each entry.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    sources: list[torch.Tensor]
+    merged: list[torch.Tensor]
+
+    @classmethod
+    def select(
+        cls, keys: torch.Tensor, values: torch.Tensor, indices: list[torch.Tensor] | torch.Tensor
+    ) -> LayerResult:
+        """Keep ``indices[h]`` (sorted int64) of every head of ``keys``/``values`` ``[H_kv, L, D]``."""
+        rows = [indices[h] for h in range(keys.shape[0])]
+        return cls(
+            keys=[keys[h, idx] for h, idx in enumerate(rows)],
+            values=[values[h, idx] for h, idx in enumerate(rows)],
+            sources=[idx.clone() for idx in rows],
+            merged=[torch.zeros(idx.numel(), dtype=torch.long) for idx in rows],
+        )
+
+    def counts(self) -> list[int]:
+        return [k.shape[0] for k in self.keys]
+
+
+def topk_with_forced(scores: torch.Tensor, n_keep: int, forced: torch.Tensor | None = None) -> torch.Tensor:
+    """``[H, n]`` sorted indices: the ``forced`` tokens (``[L]`` bool) first, then the top scores.
+
+    If more tokens are forced than ``n_keep``, the last forced ones (most recent) are kept.
+    """
+    length = scores.shape[-1]
+    n_keep = min(n_keep, length)
+    work = scores.float().clone()
+    if forced is not None and bool(forced.any()):
+        rank = torch.cumsum(forced.long(), 0).float()  # later forced tokens rank higher
+        work[:, forced] = float("inf")
+        work = torch.where(torch.isinf(work), 1e30 + rank.unsqueeze(0) * 1e25, work)
+    return work.topk(n_keep, dim=-1).indices.sort(dim=-1).values
+
+
+def observation_window(layout: TokenLayout, window: int) -> int:
+    """Window size: ``window``, clipped to the trailing text tokens when the prompt ends in text
+    (our design choice — the papers do not specify)."""
+    text = layout.mask(Modality.TEXT).flip(0)
+    if len(layout) == 0 or not bool(text[0]):
+        return min(window, len(layout))
+    trailing = int(torch.cumprod(text.long(), 0).sum())
+    return min(window, trailing)
+
+
+@dataclass
+class Policy(ABC):
+    """Base class of compression policies.
+
+    Subclasses set ``name``, declare hyperparameters with :func:`param` and implement
+    :meth:`compress_layer`.
+    """
+
+    budget: float | int = param(0.2, "fraction of prompt tokens kept in (0, 1], or a token count >= 1")
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    needs_attention_weights: ClassVar[bool] = False
+    required_modalities: ClassVar[tuple[Modality, ...]] = ()
+    needs_non_text: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        validate_budget(self.budget)
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            if f.name == "budget" or not f.metadata:
+                continue
+            setattr(self, f.name, _check_value(f.name, hints[f.name], getattr(self, f.name), f.metadata))
+
+    @property
+    def prefill_attention(self) -> PrefillAttention | None:
+        """A replacement prefill attention, if the policy has one (see :class:`ComposedPolicy`)."""
+        return None
+
+    def begin(self, layout: TokenLayout, num_layers: int) -> None:
+        """Validate the layout before a prompt is compressed (modality-aware policies check it)."""
+        if self.required_modalities:
+            layout.require(self.required_modalities, argument="layout", by=self.name)
+        if self.needs_non_text and not layout.modalities() - {Modality.TEXT}:
+            raise ValueError(f"layout has no image, video or audio tokens (required by {self.name})")
+
+    def tokens_to_keep(self, length: int) -> int:
+        return resolve_budget(self.budget, length)
+
+    @abstractmethod
+    def compress_layer(self, inputs: LayerInputs) -> LayerResult:
+        """Compress one layer; see :class:`LayerInputs` and :class:`LayerResult`."""

@@ -1,0 +1,56 @@
+"""SnapKV (Li et al., arXiv 2404.14469): the last ``window`` prompt queries vote for the keys they
+attend to; votes are smoothed by 1-D average pooling (kernel 5) and each KV head keeps its top
+tokens plus the window itself.
+
+Confirmed (paper/code): window votes, pooling, per-head top-k, window kept. Our choices: queries are
+recomputed after an SDPA prefill (as kvpress does), GQA votes averaged per KV group, window 32
+clipped to the trailing text tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from trillium.kvcompress.policies.base import (
+    LayerInputs,
+    LayerResult,
+    Policy,
+    observation_window,
+    param,
+    topk_with_forced,
+)
+from trillium.kvcompress.scoring.window import pool_scores, window_indices
+
+__all__ = ["SnapKV", "snapkv_scores"]
+
+
+def snapkv_scores(inputs: LayerInputs, window: int, kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([H_kv, L] pooled window votes, [L] bool window mask)`` for one layer."""
+    w = observation_window(inputs.layout, window)
+    rows = window_indices(inputs.length, max(w, 1))
+    scores = pool_scores(inputs.window_scores(rows), kernel)
+    forced = torch.zeros(inputs.length, dtype=torch.bool)
+    forced[rows] = True
+    return scores, forced
+
+
+@dataclass
+class SnapKV(Policy):
+    window: int = param(32, "observation window: trailing prompt queries that vote", minimum=1)
+    kernel: int = param(5, "average-pooling kernel over the votes (odd)", minimum=1)
+
+    name: ClassVar[str] = "snapkv"
+    summary: ClassVar[str] = "observation-window votes, pooled, per-head top-k (arXiv 2404.14469)"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd, got {self.kernel}")
+
+    def compress_layer(self, inputs: LayerInputs) -> LayerResult:
+        scores, forced = snapkv_scores(inputs, self.window, self.kernel)
+        kept = topk_with_forced(scores, self.tokens_to_keep(inputs.length), forced)
+        return LayerResult.select(inputs.keys, inputs.values, kept)
