@@ -70,7 +70,8 @@ deploy-check: $(STAMP) ## Fail if dashboards, schema or k8s/base are stale; vali
 bench: ## Run every benchmark (results under bench/results/)
 	$(MAKE) bench-kv-micro bench-federated bench-avatar
 
-bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (sparse prefill, bytes, decode)
+bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (bytes, decode, prefill, sparse prefill)
+	$(BIN)/python bench/kv_micro/run.py
 	$(BIN)/python bench/kv_micro/prefill.py
 
 bench-federated: $(STAMP) ## FedCFA vs baselines, accuracy vs round, coordinator scale
