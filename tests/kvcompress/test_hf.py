@@ -357,3 +357,21 @@ def test_purekv_composed_with_st_sparse_prefill(tiny_qwen2) -> None:
     tiles = len(layout) // 8
     assert any(int(p.block_mask.sum()) < 2 * tiles * (tiles + 1) // 2 for p in sparse.plans)  # tiles skipped
     assert result.report.kept_per_layer_head == alone.report.kept_per_layer_head
+
+
+def test_generation_result_times_prefill_and_decode(tiny_qwen2):
+    from trillium.kvcompress import TokenLayout, generate_with_policy, make_policy
+
+    model = tiny_qwen2
+    ids = torch.randint(0, model.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
+    result = generate_with_policy(
+        model,
+        ids,
+        layout=TokenLayout.text(40),
+        policy=make_policy("snapkv", budget=0.5),
+        max_new_tokens=5,
+        show_progress=False,
+    )
+    assert len(result.tokens) == 5
+    assert result.prefill_seconds > 0 and result.decode_seconds > 0
+    assert result.decode_seconds_per_token == pytest.approx(result.decode_seconds / 4)

@@ -366,6 +366,7 @@ def generate_with_policy(
     logits: list[torch.Tensor] = []
     stopped = False
     with compress(model, policy, layout) as session:
+        started = time.perf_counter()
         out = model(
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,
@@ -375,6 +376,8 @@ def generate_with_policy(
             logits_to_keep=1,
             **model_inputs,
         )
+        prefill_seconds = time.perf_counter() - started
+        decode_seconds = 0.0
         for step in tqdm(range(max_new_tokens), desc="decode", disable=not show_progress, leave=False):
             token = _choose_token(out.logits[0, -1], temperature, top_p, generator)
             tokens.append(token)
@@ -385,6 +388,7 @@ def generate_with_policy(
                 break
             if step + 1 == max_new_tokens:
                 break
+            started = time.perf_counter()
             out = model(
                 input_ids=torch.tensor([[token]], device=device),
                 position_ids=_next_positions(position_ids, step, 1).to(device),
@@ -392,9 +396,12 @@ def generate_with_policy(
                 use_cache=True,
                 logits_to_keep=1,
             )
+            decode_seconds += time.perf_counter() - started
     return GenerationResult(
         tokens=torch.tensor(tokens, dtype=torch.long),
         report=session.report,
         stopped_by_eos=stopped,
         logits=torch.stack(logits) if return_logits else None,
+        prefill_seconds=prefill_seconds,
+        decode_seconds=decode_seconds,
     )

@@ -73,9 +73,19 @@ class GenerationResult:
         report: the prompt's :class:`CompressionReport`.
         stopped_by_eos: whether generation ended on an eos token.
         logits: ``[n, V]`` float32 logits each token was chosen from (if ``return_logits``).
+        prefill_seconds: wall time of the prompt forward pass, compression included.
+        decode_seconds: wall time of the decode forward passes (``len(tokens) - 1`` of them).
     """
 
     tokens: torch.Tensor
     report: CompressionReport
     stopped_by_eos: bool = False
     logits: torch.Tensor | None = None
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def decode_seconds_per_token(self) -> float:
+        """Mean time of one decode step (0 when only the prefill produced a token)."""
+        steps = len(self.tokens) - 1
+        return self.decode_seconds / steps if steps > 0 else 0.0
