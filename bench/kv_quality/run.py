@@ -1,0 +1,354 @@
+"""`make bench-kv`: accuracy of every KV-compression policy on av-tiny, beside kvpress.
+
+Held-out AVQA-synth samples (one question each, every family) are answered by the shipped `av-tiny`
+model with the full cache and with every Trillium policy at every budget, compressing the whole prompt
+(question included) during prefill and decoding greedily with positions that continue from the
+original prompt. NVIDIA kvpress's presses run the same protocol on the same prompts in kvpress's own
+environment (`.venv-kvpress`, transformers 5.2). A random-eviction floor shows how much the task
+depends on keeping the right tokens. Per policy and budget it also reports KV bytes, prefill time and
+decode time per token as ratios to the full cache measured in the same run, and two attention
+observations on av-tiny: the share of the question's attention that goes to video vs audio per layer
+(AccKV's "attention convergence") and the cross-modal share of attention per layer (FlowMM's ρ^l).
+
+Writes `kv-quality.json` ({"rows": [...], "perf": [...], "observations": {...}}), `kv-quality.png`,
+`kv-observations.png` and `kv-quality.md` into `--out-dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from trillium.kvcompress import Modality, generate_with_policy, list_policies, make_policy
+from trillium.models.av_tiny.evaluate import sample_inputs
+from trillium.models.av_tiny.eviction import RandomEviction, random_eviction_generate_fn
+from trillium.models.av_tiny.model import load_av_tiny
+from trillium.models.avqa import FAMILIES
+from trillium.models.avqa.dataset import heldout_samples
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO / "assets" / "models" / "av-tiny"
+KVPRESS_PYTHON = REPO / ".venv-kvpress" / "bin" / "python"
+BUDGETS = (1.0, 0.4, 0.2, 0.1, 0.05)
+KVPRESS_PRESSES = ("snapkv", "streaming_llm", "expected_attention", "pyramidkv")
+MAX_NEW_TOKENS = 3
+
+
+@dataclass
+class Prompt:
+    input_ids: torch.Tensor
+    layout: object
+    family: str
+    answer: list[str]
+
+
+@dataclass
+class Tally:
+    """Correct answers per family plus the cost of producing them."""
+
+    correct: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    total: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    kv_bytes: float = 0.0
+    prefill_s: float = 0.0
+    decode_s_per_token: float = 0.0
+
+    def add(self, family: str, ok: bool) -> None:
+        self.correct[family] += int(ok)
+        self.total[family] += 1
+
+    def accuracy(self) -> dict[str, tuple[float, int]]:
+        out = {f: (self.correct[f] / self.total[f], self.total[f]) for f in FAMILIES if self.total[f]}
+        n = sum(self.total.values())
+        out["overall"] = (sum(self.correct.values()) / n if n else 0.0, n)
+        return out
+
+
+def build_prompts(processor, per_family: int) -> list[Prompt]:
+    prompts = []
+    for sample in heldout_samples(per_family):
+        inputs = sample_inputs(processor, sample, 0)
+        question = sample.questions[0]
+        prompts.append(Prompt(inputs.input_ids, inputs.layout, question.family, list(question.answer)))
+    return prompts
+
+
+def run_trillium(model, processor, prompts, policy) -> Tally:
+    tally = Tally()
+    eos = model.config.eos_token_id
+    for prompt in prompts:
+        result = generate_with_policy(
+            model,
+            prompt.input_ids,
+            layout=prompt.layout,
+            policy=policy,
+            max_new_tokens=MAX_NEW_TOKENS,
+            eos_token_id=eos,
+            show_progress=False,
+        )
+        tally.add(prompt.family, processor.decode(result.tokens) == prompt.answer)
+        tally.kv_bytes += result.report.bytes_after / len(prompts)
+        tally.prefill_s += result.prefill_seconds / len(prompts)
+        tally.decode_s_per_token += result.decode_seconds_per_token / len(prompts)
+    return tally
+
+
+def run_generate_fn(processor, prompts, generate_fn: Callable) -> Tally:
+    tally = Tally()
+    for prompt in prompts:
+        started = time.perf_counter()
+        tokens = generate_fn(prompt.input_ids, prompt.layout, MAX_NEW_TOKENS)
+        tally.prefill_s += (time.perf_counter() - started) / len(prompts)
+        tally.add(prompt.family, processor.decode(tokens) == prompt.answer)
+    return tally
+
+
+@torch.no_grad()
+def run_full(model, processor, prompts) -> Tally:
+    """The uncompressed baseline: transformers' DynamicCache, with its bytes and timings."""
+    from transformers import DynamicCache
+
+    tally = Tally()
+    eos = model.config.eos_token_id
+    for prompt in prompts:
+        cache = DynamicCache(config=model.config)
+        started = time.perf_counter()
+        out = model(input_ids=prompt.input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        tally.prefill_s += (time.perf_counter() - started) / len(prompts)
+        tally.kv_bytes += sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers) / len(
+            prompts
+        )
+        tokens, token, decode = [], int(out.logits[0, -1].argmax()), 0.0
+        length = prompt.input_ids.shape[1]
+        for step in range(MAX_NEW_TOKENS):
+            tokens.append(token)
+            if token == eos or step == MAX_NEW_TOKENS - 1:
+                break
+            begin = time.perf_counter()
+            out = model(
+                input_ids=torch.tensor([[token]]),
+                position_ids=torch.tensor([[length + step]]),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            decode += time.perf_counter() - begin
+            token = int(out.logits[0, -1].argmax())
+        tally.decode_s_per_token += decode / max(1, len(tokens) - 1) / len(prompts)
+        tally.add(prompt.family, processor.decode(torch.tensor(tokens)) == prompt.answer)
+    return tally
+
+
+def run_kvpress(
+    model_dir: Path, processor, prompts, budgets, eos_token_id: int
+) -> dict[tuple[str, float], Tally] | str:
+    """kvpress in its own environment; returns tallies, or the reason it could not run."""
+    if not KVPRESS_PYTHON.exists():
+        return "the kvpress environment is missing (make setup-kvpress)"
+    with tempfile.TemporaryDirectory() as tmp:
+        request = {
+            "model": str(model_dir),
+            "presses": list(KVPRESS_PRESSES),
+            "budgets": list(budgets),
+            "prompts": [p.input_ids[0].tolist() for p in prompts],
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "eos_token_id": int(eos_token_id),
+            "threads": torch.get_num_threads(),
+        }
+        request_path, output_path = Path(tmp) / "request.json", Path(tmp) / "output.json"
+        request_path.write_text(json.dumps(request))
+        runner = Path(__file__).with_name("kvpress_runner.py")
+        done = subprocess.run(
+            [str(KVPRESS_PYTHON), str(runner), str(request_path), str(output_path)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            return f"kvpress runner failed: {done.stderr.strip().splitlines()[-1:]}"
+        output = json.loads(output_path.read_text())
+    tallies: dict[tuple[str, float], Tally] = defaultdict(Tally)
+    for result in output["results"]:
+        prompt = prompts[result["prompt"]]
+        tally = tallies[(result["press"], result["budget"])]
+        tally.add(prompt.family, processor.decode(torch.tensor(result["tokens"])) == prompt.answer)
+        tally.kv_bytes += result["kv_bytes"] / len(prompts)
+        tally.prefill_s += result["prefill_s"] / len(prompts)
+        steps = max(1, len(result["tokens"]) - 1)
+        tally.decode_s_per_token += result["decode_s"] / steps / len(prompts)
+    return dict(tallies)
+
+
+@torch.no_grad()
+def attention_observations(model, prompts, limit: int = 20) -> dict[str, list[float]]:
+    """Per layer, averaged over prompts: where the question's attention goes (video, audio, text), and
+    the cross-modal share of all attention mass (pairs of different modalities, FlowMM's ρ^l)."""
+    model.set_attn_implementation("eager")
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * model.config.num_hidden_layers)
+    used = prompts[:limit]
+    for prompt in used:
+        attentions = model(input_ids=prompt.input_ids, output_attentions=True).attentions
+        modality = prompt.layout.modality
+        question = torch.nonzero(prompt.layout.segment == prompt.layout.segment.max()).flatten()
+        same = modality[:, None] == modality[None, :]
+        for layer, attention in enumerate(attentions):
+            probs = attention[0].mean(0)  # [L, L], averaged over heads
+            rows = probs[question]
+            for name, m in (("video", Modality.VIDEO), ("audio", Modality.AUDIO), ("text", Modality.TEXT)):
+                sums[f"question_to_{name}"][layer] += float(rows[:, modality == m].sum(-1).mean()) / len(used)
+            sums["cross_modal_share"][layer] += float(probs[~same].sum() / probs.sum()) / len(used)
+    model.set_attn_implementation("sdpa")
+    return dict(sums)
+
+
+def tally_rows(impl: str, policy: str, budget: float, tally: Tally, full: Tally) -> list[dict]:
+    full_accuracy = full.accuracy()
+    return [
+        {
+            "impl": impl,
+            "policy": policy,
+            "budget": budget,
+            "family": family,
+            "accuracy": accuracy,
+            "accuracy_full": full_accuracy[family][0],
+            "n": n,
+        }
+        for family, (accuracy, n) in tally.accuracy().items()
+    ]
+
+
+def perf_row(impl: str, policy: str, budget: float, tally: Tally, full: Tally) -> dict:
+    return {
+        "impl": impl,
+        "policy": policy,
+        "budget": budget,
+        "kv_bytes": tally.kv_bytes,
+        "kv_bytes_full": full.kv_bytes,
+        "kv_bytes_ratio": tally.kv_bytes / full.kv_bytes if full.kv_bytes and tally.kv_bytes else None,
+        "prefill_ms": 1000 * tally.prefill_s,
+        "prefill_ms_full": 1000 * full.prefill_s,
+        "decode_ms_per_token": 1000 * tally.decode_s_per_token,
+        "decode_ms_per_token_full": 1000 * full.decode_s_per_token,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--per-family", type=int, default=30, help="held-out questions per family")
+    parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--policies", default="all", help="comma-separated policy names, or all")
+    parser.add_argument("--no-kvpress", action="store_true")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args()
+    budgets = tuple(float(b) for b in args.budgets.split(","))
+    names = [s.name for s in list_policies()] if args.policies == "all" else args.policies.split(",")
+
+    model, processor = load_av_tiny(args.model)
+    model.eval()
+    prompts = build_prompts(processor, args.per_family)
+    full = run_full(model, processor, prompts)
+    rows = tally_rows("trillium", "full", 1.0, full, full)
+    perf = []
+    jobs = [(name, budget) for name in names for budget in budgets]
+    for name, budget in tqdm(jobs, desc="bench-kv"):
+        tally = run_trillium(model, processor, prompts, make_policy(name, budget=budget))
+        rows += tally_rows("trillium", name, budget, tally, full)
+        perf.append(perf_row("trillium", name, budget, tally, full))
+    for budget in budgets:
+        generate_fn = random_eviction_generate_fn(model, RandomEviction(keep_fraction=budget))
+        rows += tally_rows(
+            "trillium", "random", budget, run_generate_fn(processor, prompts, generate_fn), full
+        )
+    kvpress = (
+        "skipped (--no-kvpress)"
+        if args.no_kvpress
+        else run_kvpress(args.model, processor, prompts, budgets, model.config.eos_token_id)
+    )
+    if isinstance(kvpress, dict):
+        for (press, budget), tally in sorted(kvpress.items()):
+            rows += tally_rows("kvpress", press, budget, tally, full)
+            perf.append(perf_row("kvpress", press, budget, tally, full))
+        kvpress_status = "ran"
+    else:
+        kvpress_status = kvpress
+    observations = attention_observations(model, prompts)
+    meta = {
+        "model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
+        "per_family": args.per_family,
+        "budgets": budgets,
+        "kvpress": kvpress_status,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "protocol": "whole prompt (question included) compressed at prefill; greedy decode, 3 tokens",
+    }
+    write_outputs(args.out_dir, meta, rows, perf, observations)
+
+
+def write_outputs(out_dir: Path, meta: dict, rows: list[dict], perf: list[dict], observations: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "kv-quality.json").write_text(
+        json.dumps({**meta, "rows": rows, "perf": perf, "observations": observations}, indent=1)
+    )
+    series: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        if row["family"] == "overall" and row["policy"] != "full":
+            series[(row["impl"], row["policy"])].append((row["budget"], row["accuracy"]))
+    full_accuracy = next(r["accuracy"] for r in rows if r["policy"] == "full" and r["family"] == "overall")
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for (impl, policy), points in sorted(series.items()):
+        points.sort()
+        style = "--" if impl == "kvpress" else ":" if policy == "random" else "-"
+        axis.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=f"{impl}:{policy}")
+    axis.axhline(full_accuracy, color="black", lw=1, label="full cache")
+    axis.set_xscale("log")
+    axis.set_xlabel("KV budget (fraction kept)")
+    axis.set_ylabel("accuracy (overall)")
+    axis.legend(fontsize=7, ncol=2)
+    axis.set_title("av-tiny on held-out AVQA-synth")
+    figure.tight_layout()
+    figure.savefig(out_dir / "kv-quality.png", dpi=110)
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    layers = range(len(observations["cross_modal_share"]))
+    for name in ("question_to_video", "question_to_audio", "question_to_text"):
+        axes[0].plot(layers, observations[name], marker="o", label=name.removeprefix("question_to_"))
+    axes[0].set_title("question attention by modality (AccKV)")
+    axes[1].plot(layers, observations["cross_modal_share"], marker="o")
+    axes[1].set_title("cross-modal attention share (FlowMM rho)")
+    for axis in axes:
+        axis.set_xlabel("layer")
+        axis.legend() if axis is axes[0] else None
+    figure.tight_layout()
+    figure.savefig(out_dir / "kv-observations.png", dpi=110)
+
+    lines = [
+        f"# kv-quality ({meta['per_family']} held-out questions per family; kvpress: {meta['kvpress']})",
+        "",
+        "| impl | policy | " + " | ".join(f"{b:.0%}" for b in meta["budgets"]) + " |",
+        "|---|---|" + "---|" * len(meta["budgets"]),
+    ]
+    for (impl, policy), points in sorted(series.items()):
+        by_budget = dict(points)
+        cells = [f"{100 * by_budget[b]:.1f}" if b in by_budget else "–" for b in meta["budgets"]]
+        lines.append(f"| {impl} | {policy} | " + " | ".join(cells) + " |")
+    lines.append(f"\nFull cache: {100 * full_accuracy:.1f}% overall.")
+    (out_dir / "kv-quality.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
