@@ -258,6 +258,10 @@ def test_hugging_face_prefill_dense_equivalence_sparse_effect_and_decode_fallbac
             next_logits = model(logits[:, -1:].argmax(-1), past_key_values=cache).logits
         assert len(session.plans) == 2  # the decode step fell back to SDPA
         assert session.plans[0].token_density() < 0.6
+        assert session.stats[1] == session.plans[1].stats()
+        with sparse_prefill(model, MODALITY, FRAMES, sparse, keep_plans=False) as light:
+            model(ids)
+        assert light.plans == [] and light.stats == session.stats
         assert (logits - reference).abs().max() > 1e-3
         assert torch.isfinite(next_logits).all()
     assert model.config._attn_implementation == "sdpa"

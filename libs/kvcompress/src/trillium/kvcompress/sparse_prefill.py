@@ -33,8 +33,9 @@ Backends for :func:`st_sparse_attention` (all compute only kept tiles, except ``
 - ``flex``: ``torch.compile(flex_attention)`` with the plan as a ``BlockMask`` (diagonal tiles
   partial/causal, the rest full). The first call per sequence length compiles (10-30 s on CPU).
   Measured with ``bench/kv_micro/prefill.py`` (2-core CPU shared with other jobs, one thread, fp32,
-  8k and 16k tokens, 64- and 256-token frames): ``torch`` was 1.1-1.7x faster than compiled flex in
-  all four cases, and needs no compile, so it is the CPU default.
+  8k and 16k tokens, 64- and 256-token frames, two runs): ``torch`` was faster than compiled flex in
+  7 of 8 measurements (up to 1.7x) and 2% slower in the eighth, and it needs no compile,
+  so it is the CPU default.
 - ``triton``: the Triton kernel (default on CUDA tensors).
 - ``reference``: dense SDPA with the expanded element mask (slow, obvious).
 """
@@ -547,20 +548,28 @@ def _triton_block_ok(block_size: int) -> bool:
 
 @dataclass
 class SparsePrefillSession:
-    """The layout and parameters active inside :func:`sparse_prefill`, plus the plans it built.
+    """The layout and parameters active inside :func:`sparse_prefill`, plus what the prefill did.
 
-    ``plans`` receives one :class:`SparsePrefillPlan` per sparse attention call (one per layer per
-    prefill), so callers can log densities.
+    ``stats`` receives :meth:`SparsePrefillPlan.stats` of every sparse attention call (one per layer per
+    prefill); ``plans`` keeps the plans themselves when ``keep_plans`` is True (tile masks cost
+    ``5 * B * H_kv * (L / block_size)^2`` bytes per layer).
     """
 
     modality: torch.Tensor
     frame_index: torch.Tensor
     params: STSparseParams
+    keep_plans: bool = True
     plans: list[SparsePrefillPlan] = field(default_factory=list)
+    stats: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def seq_len(self) -> int:
         return self.modality.shape[0]
+
+    def record(self, plan: SparsePrefillPlan) -> None:
+        self.stats.append(plan.stats())
+        if self.keep_plans:
+            self.plans.append(plan)
 
 
 _ACTIVE_SESSION: ContextVar[SparsePrefillSession | None] = ContextVar(
@@ -609,7 +618,7 @@ def st_sparse_attention_forward(
     plan = build_sparse_prefill_plan(
         query, key, session.modality, session.frame_index, session.params, values=value
     )
-    session.plans.append(plan)
+    session.record(plan)
     out = st_sparse_attention(query, key, value, plan, scaling=scaling, backend=session.params.backend)
     return out.transpose(1, 2).contiguous(), None
 
@@ -644,6 +653,8 @@ def sparse_prefill(
     modality: torch.Tensor,
     frame_index: torch.Tensor,
     params: STSparseParams | None = None,
+    *,
+    keep_plans: bool = True,
 ) -> Iterator[SparsePrefillSession]:
     """Run a Hugging Face model's prefill with ST-SpAttn in its language decoder.
 
@@ -653,14 +664,18 @@ def sparse_prefill(
             out = model(input_ids=ids, past_key_values=cache)
         print(session.plans[0].stats())
 
-    ``modality`` and ``frame_index`` are ``int64[L]`` for the prompt (shared by the batch). On exit the
-    model's previous attention implementation is restored.
+    ``modality`` and ``frame_index`` are ``int64[L]`` for the prompt (shared by the batch); with a
+    ``trillium.kvcompress.TokenLayout`` pass ``layout.modality`` and ``layout.frame``. On exit the
+    model's previous attention implementation is restored. ``keep_plans=False`` keeps only per-call
+    stats (see :class:`SparsePrefillSession`).
     """
     if modality.dim() != 1 or frame_index.shape != modality.shape:
         raise ValueError("modality and frame_index must be 1-D tensors of the same length")
     register_st_sparse_attention()
     previous = _current_language_implementation(model)
-    session = SparsePrefillSession(modality.long(), frame_index.long(), params or STSparseParams())
+    session = SparsePrefillSession(
+        modality.long(), frame_index.long(), params or STSparseParams(), keep_plans
+    )
     model.set_attn_implementation(_language_model_implementation(model, ATTENTION_NAME))
     token = _ACTIVE_SESSION.set(session)
     try:
