@@ -81,7 +81,7 @@ bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (bytes, decode, pref
 	$(BIN)/python bench/kv_micro/prefill.py
 
 bench-federated: $(STAMP) ## FedCFA vs baselines, accuracy vs round, coordinator scale
-	$(BIN)/python bench/federated/run.py
+	$(BIN)/python bench/federated/run.py --out bench/results
 
 bench-avatar: $(STAMP) ## CPU renderer FPS vs reference
 	$(BIN)/python bench/avatar/render_fps.py
