@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 2
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TRITON_INTERPRET=1 HF_HUB_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-kvpress train-av-tiny bench-kv protos protos-check lint format test test-gpu demo bench bench-kv-micro \
+.PHONY: help setup setup-kvpress train-av-tiny train-motion bench-kv protos protos-check lint format test test-gpu demo bench bench-kv-micro \
         bench-federated bench-avatar clean dashboards deploy-check
 
 help: ## List the targets
@@ -72,6 +72,9 @@ bench: ## Run every benchmark (results under bench/results/)
 
 train-av-tiny: $(STAMP) ## Train the shipped av-tiny model into assets/models/av-tiny (< 1 h on 2 cores)
 	$(BIN)/python -m trillium.models.av_tiny.train --out assets/models/av-tiny
+
+train-motion: $(STAMP) ## Retrain the shipped audio-to-motion model (needs espeak-ng)
+	$(BIN)/python -m trillium.avatar.core.train_motion --out assets/avatars/motion-translator
 
 bench-kv: $(STAMP) $(KVPRESS_VENV)/.installed ## Accuracy vs KV budget for every policy on av-tiny, beside kvpress
 	$(BIN)/python bench/kv_quality/run.py
