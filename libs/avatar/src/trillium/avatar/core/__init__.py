@@ -5,6 +5,7 @@ Renderers follow gsplat 1.5.3 semantics (arXiv 2409.06765); binding follows Gaus
 """
 
 from trillium.avatar.core.asset import AvatarAsset, TemplateRef, load_asset, save_asset
+from trillium.avatar.core.audio import LogMelExtractor, log_mel
 from trillium.avatar.core.binding import (
     BoundGaussians,
     TriangleFrames,
@@ -32,6 +33,7 @@ from trillium.avatar.core.metrics import (
     psnr,
     ssim,
 )
+from trillium.avatar.core.motion import MotionTranslator, StreamingMotion, load_motion_translator
 from trillium.avatar.core.procedural import icosphere, lip_vertex_ids, procedural_head, random_bound_gaussians
 from trillium.avatar.core.projection import ProjectedGaussians, project_gaussians
 from trillium.avatar.core.rasterize_native import native_available, rasterize_native
@@ -43,6 +45,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
+    "LogMelExtractor",
+    "MotionTranslator",
+    "StreamingMotion",
+    "load_motion_translator",
+    "log_mel",
     "AvatarAsset",
     "BlendshapeRig",
     "BoundGaussians",
