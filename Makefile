@@ -85,6 +85,7 @@ bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (bytes, decode, pref
 
 bench-federated: $(STAMP) ## FedCFA vs baselines, accuracy vs round, coordinator scale
 	$(BIN)/python bench/federated/run.py --out bench/results
+	$(BIN)/python bench/federated/concurrency.py --clients 100 --rounds 2
 
 bench-avatar: $(STAMP) ## CPU renderer FPS vs reference
 	$(BIN)/python bench/avatar/render_fps.py
