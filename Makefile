@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 2
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TRITON_INTERPRET=1 HF_HUB_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-kvpress train-av-tiny train-motion bench-kv protos protos-check lint format test test-gpu demo bench bench-kv-micro \
+.PHONY: help setup setup-kvpress setup-datasets train-av-tiny train-motion bench-kv protos protos-check lint format test test-gpu demo bench bench-kv-micro \
         bench-federated bench-avatar clean dashboards deploy-check
 
 help: ## List the targets
@@ -83,7 +83,12 @@ bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (bytes, decode, pref
 	$(BIN)/python bench/kv_micro/run.py
 	$(BIN)/python bench/kv_micro/prefill.py
 
-bench-federated: $(STAMP) ## FedCFA vs baselines, accuracy vs round, coordinator scale
+setup-datasets: ## Install Fashion-MNIST from Debian's dataset-fashion-mnist where apt is usable
+	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || (command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist))) \
+	  || echo "Fashion-MNIST not installed: bench-federated runs digits and Simpson only"
+
+bench-federated: $(STAMP) setup-datasets ## FedCFA vs baselines, accuracy vs round, coordinator scale
 	$(BIN)/python bench/federated/run.py --out bench/results
 	$(BIN)/python bench/federated/concurrency.py --clients 100 --rounds 2
 
