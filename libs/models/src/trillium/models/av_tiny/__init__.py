@@ -1,0 +1,37 @@
+"""av-tiny: a small audio-video question-answering decoder over discrete codebook tokens.
+
+- :class:`AVTinyProcessor` turns frames, PCM audio and text into ``input_ids`` and a kvcompress
+  :class:`~trillium.kvcompress.layout.TokenLayout`.
+- The decoder is a plain ``Qwen2ForCausalLM`` (:func:`build_model`, :func:`load_av_tiny`).
+- :func:`evaluate` reports accuracy per AVQA-synth family, with a pluggable ``generate_fn``.
+- ``python -m trillium.models.av_tiny.train --out DIR [--quick]`` trains it.
+"""
+
+from trillium.models.av_tiny.evaluate import (
+    EvalResult,
+    GenerateFn,
+    evaluate,
+    full_cache_generate_fn,
+    greedy_decode,
+    sample_inputs,
+)
+from trillium.models.av_tiny.eviction import RandomEviction, random_eviction_generate_fn
+from trillium.models.av_tiny.model import DecoderSize, build_model, decoder_config, load_av_tiny
+from trillium.models.av_tiny.processor import AVInputs, AVTinyProcessor
+
+__all__ = [
+    "AVInputs",
+    "AVTinyProcessor",
+    "DecoderSize",
+    "EvalResult",
+    "GenerateFn",
+    "RandomEviction",
+    "build_model",
+    "decoder_config",
+    "evaluate",
+    "full_cache_generate_fn",
+    "greedy_decode",
+    "load_av_tiny",
+    "random_eviction_generate_fn",
+    "sample_inputs",
+]

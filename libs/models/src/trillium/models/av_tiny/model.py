@@ -1,0 +1,66 @@
+"""The av-tiny decoder: a plain ``Qwen2ForCausalLM`` over av-tiny's discrete token vocabulary.
+
+Because every modality is already a token id (codebook indices, timestamps, words), the decoder
+is an unmodified transformers architecture: kvcompress, kvpress and ``generate`` apply as they do
+to any text model. Loading is ``AutoModelForCausalLM.from_pretrained(path)`` or :func:`load_av_tiny`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from trillium.models.av_tiny.processor import AVTinyProcessor
+
+
+@dataclass(frozen=True)
+class DecoderSize:
+    """Decoder hyperparameters (Qwen2 family; GQA with ``kv_heads`` < ``heads``)."""
+
+    hidden: int = 96
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 256
+    max_positions: int = 8192
+    rope_theta: float = 10000.0
+
+
+def decoder_config(processor: AVTinyProcessor, size: DecoderSize = DecoderSize()) -> Qwen2Config:
+    """``Qwen2Config`` of an av-tiny decoder for ``processor``'s vocabulary."""
+    if size.hidden % size.heads or size.heads % size.kv_heads:
+        raise ValueError(f"size must have hidden % heads == 0 and heads % kv_heads == 0, got {size}")
+    return Qwen2Config(
+        vocab_size=processor.vocab_size,
+        hidden_size=size.hidden,
+        intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.kv_heads,
+        max_position_embeddings=size.max_positions,
+        rope_parameters={"rope_type": "default", "rope_theta": size.rope_theta},
+        tie_word_embeddings=False,
+        pad_token_id=processor.token_id("<pad>"),
+        bos_token_id=processor.token_id("<bos>"),
+        eos_token_id=processor.token_id("<eos>"),
+    )
+
+
+def build_model(
+    processor: AVTinyProcessor, size: DecoderSize = DecoderSize(), seed: int = 0
+) -> Qwen2ForCausalLM:
+    """A randomly initialised av-tiny decoder (deterministic for a given ``seed``)."""
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(decoder_config(processor, size))
+
+
+def load_av_tiny(directory: str | Path) -> tuple[Qwen2ForCausalLM, AVTinyProcessor]:
+    """Load a saved av-tiny (decoder + processor) from ``directory``, offline, in eval mode."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ValueError(f"directory {directory} holds no config.json (not a saved av-tiny model)")
+    model = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True)
+    return model.eval(), AVTinyProcessor.from_pretrained(directory)

@@ -1,0 +1,141 @@
+"""Samples and splits of AVQA-synth.
+
+A :class:`Sample` is what a user would send: RGB frames, PCM audio with its sample rate, a text
+passage, and questions (each with its family and expected answer), plus the scene that produced it.
+Training and held-out splits use disjoint seed ranges and different knob values (held-out clips
+have frame counts, distractor and event counts never seen in training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from trillium.models.avqa.questions import FAMILIES, Question, draw_question
+from trillium.models.avqa.render import render_audio, render_video
+from trillium.models.avqa.scene import MAX_TIMESTAMP, AVQAConfig, Scene, generate_scene
+
+TRAIN_SEED_OFFSET = 0
+HELDOUT_SEED_OFFSET = 1_000_000_000
+TRAIN_FRAMES: tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16)
+TRAIN_FRAME_SIZES: tuple[int, ...] = (24, 32, 40)
+TRAIN_DISTRACTORS: tuple[int, ...] = (0, 1, 2, 4)
+HELDOUT_FRAMES: tuple[int, ...] = (7, 11, 15)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One AVQA-synth sample.
+
+    Attributes:
+        scene: the ground truth the media were rendered from.
+        frames: ``uint8`` RGB video ``[T, H, W, 3]``.
+        audio: ``float32`` PCM ``[T * step_samples]``.
+        sample_rate: audio sample rate in Hz.
+        text: the text passage (the facts).
+        questions: questions about this sample.
+    """
+
+    scene: Scene
+    frames: np.ndarray
+    audio: np.ndarray
+    sample_rate: int
+    text: str
+    questions: tuple[Question, ...]
+
+
+def facts_text(scene: Scene) -> str:
+    """Text passage stating the scene's facts, e.g. ``"the code is delta . the pet is kilo ."``."""
+    return " ".join(f"the {fact.key} is {fact.value} ." for fact in scene.facts)
+
+
+def make_sample(config: AVQAConfig, seed: int, families: tuple[str, ...] = FAMILIES) -> Sample:
+    """Render the scene of ``(config, seed)`` and draw one question per entry of ``families``."""
+    for family in families:
+        if family not in FAMILIES:
+            raise ValueError(f"families must hold names from {FAMILIES}, got {family!r}")
+    scene = generate_scene(config, seed)
+    rng = np.random.default_rng([seed, 0x9E5])
+    questions = tuple(draw_question(scene, family, rng) for family in families)
+    return Sample(
+        scene, render_video(scene), render_audio(scene), config.sample_rate, facts_text(scene), questions
+    )
+
+
+def training_config(rng: np.random.Generator, difficulty: float = 1.0) -> AVQAConfig:
+    """Knob values of one training sample (frames, size, events, distractors, facts drawn at random).
+
+    ``difficulty`` in ``[0, 1]`` caps the frame count and frame size (curriculum: short, small
+    clips first); 1 draws from every training value.
+    """
+    if not 0.0 <= difficulty <= 1.0:
+        raise ValueError(f"difficulty must lie in [0, 1], got {difficulty}")
+    max_frames = TRAIN_FRAMES[0] + difficulty * (TRAIN_FRAMES[-1] - TRAIN_FRAMES[0])
+    max_size = TRAIN_FRAME_SIZES[0] + difficulty * (TRAIN_FRAME_SIZES[-1] - TRAIN_FRAME_SIZES[0])
+    n_frames = int(rng.choice([f for f in TRAIN_FRAMES if f <= max_frames]))
+    events = int(rng.integers(1, min(n_frames, 6) + 1))
+    return AVQAConfig(
+        n_frames=n_frames,
+        frame_size=int(rng.choice([s for s in TRAIN_FRAME_SIZES if s <= max_size])),
+        n_sound_events=min(events, n_frames),
+        n_distractors=int(rng.choice(TRAIN_DISTRACTORS)),
+        n_facts=int(rng.integers(1, 6)),
+        max_first_step=MAX_TIMESTAMP - n_frames,
+    )
+
+
+def training_batches(
+    seed: int,
+    questions_per_sample: int = 8,
+    batch_size: int = 8,
+    *,
+    curriculum_batches: int = 0,
+    first_batch: int = 0,
+) -> Iterator[list[Sample]]:
+    """Endless stream of training batches; the clips of one batch share their knob values (so they
+    have nearly equal prompt lengths) and each clip gets ``questions_per_sample`` random questions.
+
+    During the first ``curriculum_batches`` batches the difficulty grows linearly from 0 to 1
+    (``first_batch`` is the index of the first yielded batch, for resumed runs).
+    """
+    rng = np.random.default_rng([seed, TRAIN_SEED_OFFSET])
+    index = 0
+    batch_number = first_batch
+    while True:
+        difficulty = min(1.0, batch_number / curriculum_batches) if curriculum_batches > 0 else 1.0
+        batch_number += 1
+        config = training_config(rng, difficulty)
+        batch = []
+        for _ in range(batch_size):
+            families = tuple(
+                FAMILIES[int(i)] for i in rng.integers(0, len(FAMILIES), size=questions_per_sample)
+            )
+            batch.append(make_sample(config, TRAIN_SEED_OFFSET + seed * 100_000_007 + index, families))
+            index += 1
+        yield batch
+
+
+def heldout_config(n_frames: int, frame_size: int = 40) -> AVQAConfig:
+    """Held-out knob values: a given frame count, 3 distractors, 5 events (clipped), 4 facts."""
+    return AVQAConfig(
+        n_frames=n_frames,
+        frame_size=frame_size,
+        n_sound_events=min(5, n_frames),
+        n_distractors=3,
+        n_facts=4,
+        max_first_step=max(0, min(MAX_TIMESTAMP - n_frames, 20)),
+    )
+
+
+def heldout_samples(
+    count: int, n_frames: tuple[int, ...] = HELDOUT_FRAMES, frame_size: int = 40
+) -> list[Sample]:
+    """``count`` held-out samples per question family (one question each), cycling over ``n_frames``."""
+    samples = []
+    for index in range(count * len(FAMILIES)):
+        family = FAMILIES[index % len(FAMILIES)]
+        config = heldout_config(n_frames[(index // len(FAMILIES)) % len(n_frames)], frame_size)
+        samples.append(make_sample(config, HELDOUT_SEED_OFFSET + index, (family,)))
+    return samples

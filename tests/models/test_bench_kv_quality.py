@@ -1,0 +1,53 @@
+"""The kv-quality harness runs end to end on a quickly trained av-tiny and writes the promised rows."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_harness_writes_rows_per_impl_policy_budget_and_family(tmp_path):
+    model_dir = tmp_path / "av-tiny"
+    subprocess.run(
+        [sys.executable, "-m", "trillium.models.av_tiny.train", "--quick", "--out", str(model_dir)],
+        check=True,
+        capture_output=True,
+    )
+    harness = REPO / "bench" / "kv_quality" / "run.py"
+    command = [
+        sys.executable,
+        str(harness),
+        "--model",
+        str(model_dir),
+        "--per-family",
+        "1",
+        "--budgets",
+        "1.0,0.2",
+        "--policies",
+        "snapkv,acckv",
+        "--no-kvpress",
+        "--out-dir",
+        str(tmp_path / "out"),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    result = json.loads((tmp_path / "out" / "kv-quality.json").read_text())
+    rows = result["rows"]
+    for row in rows:
+        assert {"impl", "policy", "budget", "family", "accuracy", "accuracy_full", "n"} <= set(row)
+        assert 0.0 <= row["accuracy"] <= 1.0
+    keys = {(r["policy"], r["budget"], r["family"]) for r in rows}
+    for policy in ("snapkv", "acckv", "random"):
+        for budget in (1.0, 0.2):
+            assert (policy, budget, "overall") in keys
+    families = {r["family"] for r in rows if r["policy"] == "snapkv"}
+    assert "overall" in families and len(families) >= 3
+    full = [r for r in rows if r["policy"] == "full"]
+    assert all(r["accuracy"] == r["accuracy_full"] for r in full)
+    assert result["kvpress"].startswith("skipped")
+    assert len(result["observations"]["cross_modal_share"]) > 0
+    for name in ("kv-quality.png", "kv-observations.png", "kv-quality.md"):
+        assert (tmp_path / "out" / name).stat().st_size > 0

@@ -1,0 +1,53 @@
+"""``python -m trillium.models.av_tiny.train --quick`` end to end, and training helpers."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from trillium.models.av_tiny import load_av_tiny
+from trillium.models.av_tiny.train import (
+    IGNORE_INDEX,
+    TrainConfig,
+    collate,
+    encode_example,
+    learning_rate,
+    main,
+)
+from trillium.models.avqa import FAMILIES, AVQAConfig, make_sample
+
+
+def test_quick_training_writes_a_loadable_model(tmp_path) -> None:
+    checkpoint = tmp_path / "state.pt"
+    main(["--out", str(tmp_path), "--quick", "--no-progress", "--checkpoint", str(checkpoint)])
+    assert torch.load(checkpoint, weights_only=True)["step"] == TrainConfig.quick().steps - 1
+    for name in ("config.json", "model.safetensors", "processor_config.json", "codebooks.safetensors"):
+        assert (tmp_path / name).is_file(), name
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert set(results["heldout_full_cache"]) >= {"video_recall", "cross_modal", "overall"}
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "Apache-2.0" in card and "--out assets/models/av-tiny" in card
+    model, processor = load_av_tiny(tmp_path)
+    assert model.config.vocab_size == processor.vocab_size
+
+
+def test_encode_example_labels_only_answers(processor) -> None:
+    sample = make_sample(AVQAConfig(n_frames=4, frame_size=24, n_sound_events=2), 1)
+    ids, labels, families = encode_example(processor, sample)
+    supervised = [processor.vocab[t] for t, y in zip(ids, labels, strict=True) if y != IGNORE_INDEX]
+    expected = [w for q in sample.questions for w in (*q.answer, "<eos>")]
+    assert supervised == expected
+    labelled_families = [FAMILIES[f] for f, y in zip(families, labels, strict=True) if y != IGNORE_INDEX]
+    assert labelled_families == [q.family for q in sample.questions for _ in (*q.answer, "<eos>")]
+    assert all(f == -1 for f, y in zip(families, labels, strict=True) if y == IGNORE_INDEX)
+    assert ids.count(processor.token_id("<question>")) == len(sample.questions)
+    batch = collate([(ids, labels, families), (ids[:10], labels[:10], families[:10])], pad_id=0)
+    assert batch["input_ids"].shape == (2, len(ids)) and int(batch["attention_mask"][1].sum()) == 10
+    assert bool((batch["labels"][1, 10:] == IGNORE_INDEX).all())
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    config = TrainConfig(steps=100, warmup_steps=10, learning_rate=1.0)
+    rates = torch.tensor([learning_rate(s, config) for s in range(100)])
+    assert rates[0] < rates[9] == 1.0 and rates[-1] < 0.1 and bool((rates[10:].diff() <= 0).all())
