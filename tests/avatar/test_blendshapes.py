@@ -91,3 +91,24 @@ def test_lip_vertices_are_on_the_front_near_the_mouth() -> None:
     ids = lip_vertex_ids(rig.template)
     assert 5 <= ids.numel() < rig.template.shape[0] // 10
     assert (rig.template[ids, 2] > 0.04).all()
+
+
+def test_rodrigues_is_differentiable_at_zero_and_matches_the_exact_formula():
+    import torch
+
+    from trillium.avatar.core.rotations import axis_angle_to_rotmat
+
+    zero = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    rotation = axis_angle_to_rotmat(zero)
+    assert torch.equal(rotation.detach(), torch.eye(3, dtype=torch.float64))
+    rotation[1, 0].backward()  # d R[1,0] / d r_z = 1 for R ≈ I + [r]x
+    assert zero.grad.tolist() == [0.0, 0.0, 1.0]
+    torch.autograd.gradcheck(
+        axis_angle_to_rotmat, (torch.tensor([1e-6, -2e-6, 3e-7], dtype=torch.float64, requires_grad=True),)
+    )
+    r = torch.tensor([0.3, -1.2, 0.7], dtype=torch.float64)
+    angle = r.norm()
+    k = r / angle
+    skew = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=torch.float64)
+    exact = torch.eye(3, dtype=torch.float64) + torch.sin(angle) * skew + (1 - torch.cos(angle)) * skew @ skew
+    assert torch.allclose(axis_angle_to_rotmat(r), exact, atol=1e-12)

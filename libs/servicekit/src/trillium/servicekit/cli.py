@@ -37,13 +37,27 @@ def run_serve(args: argparse.Namespace, name: str, make_definition: DefinitionFa
     return asyncio.run(serve_until_signal(runtime))
 
 
+Command = Callable[[list[str]], int]
+
+
 def service_main(
     name: str,
     description: str,
     make_definition: DefinitionFactory,
     argv: Sequence[str] | None = None,
+    commands: dict[str, tuple[str, Command]] | None = None,
 ) -> int:
-    """Entry point body for ``trillium-<name>``: parses flags and runs the chosen command."""
-    parser, _ = build_parser(f"trillium-{name}", description)
-    args = parser.parse_args(argv)
+    """Entry point body for ``trillium-<name>``: ``serve`` plus the service's own ``commands``.
+
+    ``commands`` maps a sub-command name to ``(help, main)``; its arguments go to ``main`` untouched,
+    so each command keeps its own parser and ``--help``.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    extra = commands or {}
+    if arguments[:1] and arguments[0] in extra:
+        return extra[arguments[0]][1](arguments[1:])
+    parser, subcommands = build_parser(f"trillium-{name}", description)
+    for command, (help_text, _) in extra.items():
+        subcommands.add_parser(command, help=help_text, add_help=False)
+    args = parser.parse_args(arguments)
     return run_serve(args, name, make_definition)

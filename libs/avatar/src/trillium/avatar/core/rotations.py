@@ -7,7 +7,11 @@ from torch import Tensor
 
 
 def axis_angle_to_rotmat(axis_angle: Tensor) -> Tensor:
-    """Rodrigues' formula.
+    """Rodrigues' formula, ``R = I + a(θ) K + b(θ) K²`` with ``K = [r]ₓ`` (unnormalised).
+
+    ``a = sin θ / θ`` and ``b = (1 - cos θ) / θ²`` switch to their Taylor series near θ = 0, so the
+    rotation is exact at zero *and* differentiable there (d R / d r = [d r]ₓ), which lets a pose that
+    starts at identity learn.
 
     Args:
         axis_angle: [..., 3] rotation vectors (angle = norm, radians).
@@ -15,14 +19,16 @@ def axis_angle_to_rotmat(axis_angle: Tensor) -> Tensor:
     Returns:
         [..., 3, 3] rotation matrices; exact identity for a zero vector.
     """
-    angle = axis_angle.norm(dim=-1, keepdim=True)
-    safe = torch.where(angle > 1e-12, angle, torch.ones_like(angle))
-    kx, ky, kz = (axis_angle / safe).unbind(-1)
+    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)
+    small = theta2 < 1e-8
+    theta = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / (theta * theta))
+    kx, ky, kz = axis_angle.unbind(-1)
     zeros = torch.zeros_like(kx)
     skew = torch.stack([zeros, -kz, ky, kz, zeros, -kx, -ky, kx, zeros], -1).reshape(*kx.shape, 3, 3)
-    sin, cos = torch.sin(angle)[..., None], torch.cos(angle)[..., None]
     eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(skew)
-    return eye + sin * skew + (1 - cos) * (skew @ skew)
+    return eye + a[..., None] * skew + b[..., None] * (skew @ skew)
 
 
 def rotmat_to_quat(rotmats: Tensor) -> Tensor:
