@@ -363,9 +363,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop training after this many minutes"
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)"
+    )
     args = parser.parse_args(argv)
     config = TrainConfig.quick() if args.quick else TrainConfig()
-    overrides = {"seed": args.seed, "max_minutes": args.max_minutes}
+    overrides = {"seed": args.seed, "max_minutes": args.max_minutes, "threads": args.threads}
     overrides |= {"steps": args.steps} if args.steps is not None else {}
     config = TrainConfig(**{**asdict(config), "size": config.size, **overrides})
     results = run(args.out, config, progress=not args.no_progress, checkpoint=args.checkpoint)
