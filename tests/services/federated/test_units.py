@@ -18,11 +18,10 @@ from trillium.federated.service.run_config import RunSpec
 from trillium.federated.service.updates import UpdateRejectedError, build_result, expected_extra_shapes
 from trillium.federated.service.wire import (
     PayloadReceiver,
-    from_parameter_map,
     pack_payload,
-    to_parameter_map,
 )
 from trillium.servicekit.errors import ValidationError
+from trillium.servicekit.parameters import from_parameter_map, to_parameter_map
 
 
 def test_run_spec_builds_each_strategy_with_its_parameters(fl):

@@ -28,7 +28,6 @@ from trillium.federated.service.wire import (
     UPDATE_WEIGHTS,
     WEIGHTS_PAYLOAD,
     PayloadReceiver,
-    from_parameter_map,
     pack_payload,
     update_extras_name,
 )
@@ -36,6 +35,7 @@ from trillium.federated.v1 import coordinator_pb2 as pb
 from trillium.federated.v1 import coordinator_pb2_grpc
 from trillium.servicekit.chunks import DEFAULT_CHUNK_BYTES
 from trillium.servicekit.client import bearer_metadata, open_sync_channel
+from trillium.servicekit.parameters import from_parameter_map
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

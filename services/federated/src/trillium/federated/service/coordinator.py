@@ -41,11 +41,11 @@ from trillium.federated.service.wire import (
     PackedPayload,
     pack_payload,
     strategy_payload_name,
-    to_parameter_map,
     update_extras_name,
 )
 from trillium.federated.v1 import coordinator_pb2 as pb
 from trillium.servicekit.errors import FailedPreconditionError, NotFoundError, ValidationError
+from trillium.servicekit.parameters import to_parameter_map
 from trillium.servicekit.redis_store import SessionStore, StoreUnavailableError
 
 log = logging.getLogger(__name__)

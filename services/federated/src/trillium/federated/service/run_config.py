@@ -16,9 +16,9 @@ from trillium.federated.core.data.datasets import ArrayDataset, load_digits
 from trillium.federated.core.models import ModelSpec, SplitModel, build_model
 from trillium.federated.core.strategies import FedAvg, FedCFA, FedDyn, FedProx, Scaffold, Strategy
 from trillium.federated.core.types import Scalar
-from trillium.federated.service.wire import from_parameter_map, to_parameter_map
 from trillium.federated.v1 import coordinator_pb2
 from trillium.servicekit.errors import ValidationError
+from trillium.servicekit.parameters import from_parameter_map, to_parameter_map
 
 DATA_SPLIT_SEED = 0
 """Seed of the train/test split, shared by coordinator (test split) and clients (train split)."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trillium.common.v1 import tensor_pb2, values_pb2
-from trillium.federated.core.types import Scalar, TensorMap
+from trillium.common.v1 import tensor_pb2
+from trillium.federated.core.types import TensorMap
 from trillium.servicekit.chunks import (
     DEFAULT_CHUNK_BYTES,
     TENSOR_MEDIA_TYPE,
@@ -108,32 +108,3 @@ class PayloadReceiver:
             data = assembler.finish()
             result[name] = tensors_from_blob(data, assembler.header, assembler.field)
         return result
-
-
-def to_parameter(value: Scalar) -> values_pb2.ParameterValue:
-    """A JSON-able scalar as a typed ``ParameterValue`` (bool before int: bool is an int in Python)."""
-    if isinstance(value, bool):
-        return values_pb2.ParameterValue(flag=value)
-    if isinstance(value, int):
-        return values_pb2.ParameterValue(integer=value)
-    if isinstance(value, float):
-        return values_pb2.ParameterValue(number=value)
-    if isinstance(value, str):
-        return values_pb2.ParameterValue(text=value)
-    raise ValueError(f"value: {value!r} is not a bool, int, float or str")
-
-
-def from_parameter(value: values_pb2.ParameterValue, field: str) -> Scalar:
-    """The scalar inside ``value``; an unset value is an error naming ``field``."""
-    kind = value.WhichOneof("kind")
-    if kind is None:
-        raise ValidationError(field, "the parameter value is not set")
-    return getattr(value, kind)
-
-
-def to_parameter_map(config: Mapping[str, Scalar]) -> dict[str, values_pb2.ParameterValue]:
-    return {key: to_parameter(value) for key, value in config.items()}
-
-
-def from_parameter_map(values: Mapping[str, values_pb2.ParameterValue], field: str) -> dict[str, Scalar]:
-    return {key: from_parameter(value, f"{field}.{key}") for key, value in values.items()}

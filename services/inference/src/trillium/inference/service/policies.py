@@ -10,6 +10,7 @@ from trillium.common.v1 import values_pb2
 from trillium.inference.v1 import inference_pb2
 from trillium.kvcompress.registry import ParameterSpec, PolicySpec, list_policies, make_policy
 from trillium.servicekit.errors import ValidationError
+from trillium.servicekit.parameters import from_parameter, to_parameter
 
 NO_COMPRESSION = ("", "none")
 _MODALITY = {
@@ -30,15 +31,8 @@ MERGING_POLICIES = frozenset({"look_m", "flowmm", "acckv"})
 
 
 def parameter_value(value: Any) -> values_pb2.ParameterValue:
-    if isinstance(value, bool):
-        return values_pb2.ParameterValue(flag=value)
-    if isinstance(value, int):
-        return values_pb2.ParameterValue(integer=value)
-    if isinstance(value, float):
-        return values_pb2.ParameterValue(number=value)
-    if value is None:
-        return values_pb2.ParameterValue()
-    return values_pb2.ParameterValue(text=str(value))
+    """A default value on the wire; ``None`` (no default) is an unset value."""
+    return values_pb2.ParameterValue() if value is None else to_parameter(value)
 
 
 def parameter_spec(spec: ParameterSpec) -> values_pb2.ParameterSpec:
@@ -72,13 +66,6 @@ def list_policies_response() -> inference_pb2.ListCompressionPoliciesResponse:
     return inference_pb2.ListCompressionPoliciesResponse(policies=[policy_info(s) for s in list_policies()])
 
 
-def python_value(value: values_pb2.ParameterValue, field: str) -> bool | int | float | str:
-    kind = value.WhichOneof("kind")
-    if kind is None:
-        raise ValidationError(field, "has no value")
-    return getattr(value, kind)
-
-
 def budget_value(config: inference_pb2.CompressionConfig) -> float | int:
     kind = config.budget.WhichOneof("kind")
     if kind == "ratio":
@@ -97,7 +84,7 @@ def policy_from_request(config: inference_pb2.CompressionConfig):
     if config.policy in NO_COMPRESSION:
         return None
     params = {
-        name: python_value(value, f"compression.parameters[{name!r}]")
+        name: from_parameter(value, f"compression.parameters[{name!r}]")
         for name, value in config.parameters.items()
     }
     budget = budget_value(config)
