@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trillium.kvcompress import Modality, generate_with_policy, list_policies, make_policy
-from trillium.models.av_tiny.evaluate import sample_inputs
+from trillium.models.av_tiny.evaluate import greedy_decode, sample_inputs
 from trillium.models.av_tiny.eviction import RandomEviction, random_eviction_generate_fn
 from trillium.models.av_tiny.model import load_av_tiny
 from trillium.models.avqa import FAMILIES
@@ -128,23 +128,18 @@ def run_full(model, processor, prompts) -> Tally:
         tally.kv_bytes += sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers) / len(
             prompts
         )
-        tokens, token, decode = [], int(out.logits[0, -1].argmax()), 0.0
-        length = prompt.input_ids.shape[1]
-        for step in range(MAX_NEW_TOKENS):
-            tokens.append(token)
-            if token == eos or step == MAX_NEW_TOKENS - 1:
-                break
-            begin = time.perf_counter()
-            out = model(
-                input_ids=torch.tensor([[token]]),
-                position_ids=torch.tensor([[length + step]]),
-                past_key_values=cache,
-                use_cache=True,
-            )
-            decode += time.perf_counter() - begin
-            token = int(out.logits[0, -1].argmax())
+        begin = time.perf_counter()
+        tokens = greedy_decode(
+            model,
+            cache,
+            out.logits[0, -1],
+            next_position=prompt.input_ids.shape[1],
+            max_new_tokens=MAX_NEW_TOKENS,
+            eos_token_id=eos,
+        )
+        decode = time.perf_counter() - begin
         tally.decode_s_per_token += decode / max(1, len(tokens) - 1) / len(prompts)
-        tally.add(prompt.family, processor.decode(torch.tensor(tokens)) == prompt.answer)
+        tally.add(prompt.family, processor.decode(tokens) == prompt.answer)
     return tally
 
 

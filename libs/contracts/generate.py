@@ -11,7 +11,6 @@ this script into a temporary directory and compares byte for byte with the check
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +29,15 @@ def generated_files(out: Path) -> list[Path]:
     return sorted(p for p in out.glob("trillium/**/*") if p.name.endswith(GENERATED_SUFFIXES))
 
 
+def mypy_grpc_plugin() -> Path:
+    """mypy-protobuf's gRPC stub plugin, installed beside the running interpreter."""
+    plugin = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+    found = plugin if plugin.exists() else shutil.which("protoc-gen-mypy_grpc")
+    if found is None:
+        raise SystemExit("protoc-gen-mypy_grpc not found: install mypy-protobuf (make setup)")
+    return Path(found)
+
+
 def generate(out: Path) -> list[Path]:
     """Run protoc for every proto into ``out`` (stale generated files are removed first)."""
     from grpc_tools import protoc
@@ -38,8 +46,6 @@ def generate(out: Path) -> list[Path]:
         stale.unlink()
     out.mkdir(parents=True, exist_ok=True)
     include = Path(protoc.__file__).parent / "_proto"
-    # protoc finds plugins on PATH; make sure the running interpreter's bin dir is on it.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
@@ -47,6 +53,8 @@ def generate(out: Path) -> list[Path]:
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
+        # Name the plugin explicitly instead of relying on (or changing) PATH.
+        f"--plugin=protoc-gen-mypy_grpc={mypy_grpc_plugin()}",
         f"--mypy_grpc_out={out}",
         *(str(p.relative_to(PROTO_ROOT)) for p in proto_files()),
     ]
@@ -65,9 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if (
-        shutil.which("protoc-gen-mypy_grpc") is None
-        and not (Path(sys.executable).parent / "protoc-gen-mypy_grpc").exists()
-    ):
-        raise SystemExit("protoc-gen-mypy_grpc not found: install mypy-protobuf (make setup)")
     main()
