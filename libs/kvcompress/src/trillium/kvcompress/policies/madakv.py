@@ -4,13 +4,18 @@
   modalities in proportion to the window attention mass ``w_m = sum_{i in X_m} psi(i)`` it gives
   each of them, then keeps the top tokens by ``psi`` **within** each modality.
 * HCC (hierarchical compression compensation): per head and modality the demand ``k_m`` is the
-  fewest tokens holding ``theta`` of ``w_m``; the layer imbalance ``K^l = sum_h (sum_m k_m - phi^l)``
-  is repaid by later layers, ``phi^{l+1} = phi^l - K^l / (L - l)``.
+  fewest tokens holding ``theta`` of ``w_m``; a head keeps its demand ``sum_m k_m`` (so a layer whose
+  attention is spread gets more than ``phi^l`` and a focused one less), and the layer imbalance
+  ``K^l`` against ``phi^l`` is repaid by later layers, ``phi^{l+1} = phi^l - K^l / (L - l)``.
 
 Confirmed: only through secondary summaries of the paper (formulas above). Our choices (the paper
-does not specify): ``theta = 0.9``; ``phi^1`` = the uniform budget; ``phi`` clamped to
-``[window, L_prompt]`` and to what the total uniform budget still allows; the observation window is
-kept in every head and counted in its budget; the split generalises to any modality set.
+does not specify): ``theta = 0.9``; ``phi^1`` = the uniform budget; ``K^l`` is the *mean* over heads
+of ``kept_h - phi^l`` (the summary's sum over heads mixes units with the per-head ``phi``: with it,
+one spread-out layer drove every later layer to the window and the cache to ~3% at a 20% budget);
+a head keeps ``clamp(sum_m k_m, window, min(2 phi^l, L_prompt, affordable))`` where ``affordable``
+is what the total uniform budget still allows after reserving the window for later layers, so the
+whole cache never exceeds the uniform budget's size; the observation window is kept in every head
+and counted in its budget; the split generalises to any modality set.
 """
 
 from __future__ import annotations
@@ -70,16 +75,19 @@ class MadaKV(Policy):
         psi = inputs.window_scores(rows)
         forced = torch.zeros(length, dtype=torch.bool)
         forced[length - w :] = True
-        kept = [self._select_head(psi[h], layout, forced, phi) for h in range(inputs.num_kv_heads)]
-        state["phi_history"].append(phi)
+        budgets = [phi] * inputs.num_kv_heads
         if self.use_hcc:
             demand = sum(hcc_demand(psi, layout.mask(m), self.theta) for m in sorted(layout.modalities()))
-            imbalance = float((demand - phi).sum())
+            budgets = self._head_budgets(demand, phi, w, inputs, n_keep)
             state["demand_history"].append(demand.tolist())
-            state["spent"] += phi
+        kept = [self._select_head(psi[h], layout, forced, b) for h, b in enumerate(budgets)]
+        state["phi_history"].append(phi)
+        if self.use_hcc:
+            used = sum(budgets) / len(budgets)
+            state["spent"] += used
             state["phi"] = hcc_next_budget(
                 float(phi),
-                imbalance,
+                used - phi,
                 inputs.layer_idx,
                 inputs.num_layers,
                 minimum=float(w),
@@ -88,6 +96,16 @@ class MadaKV(Policy):
                 spent=state["spent"],
             )
         return LayerResult.select(inputs.keys, inputs.values, kept)
+
+    @staticmethod
+    def _head_budgets(
+        demand: torch.Tensor, phi: int, window: int, inputs: LayerInputs, n_keep: int
+    ) -> list[int]:
+        """Per-head budgets: the HCC demand, clamped to ``[window, min(2 phi, length, affordable)]``."""
+        remaining = inputs.num_layers - 1 - inputs.layer_idx
+        affordable = n_keep * inputs.num_layers - inputs.state["spent"] - window * remaining
+        cap = max(window, min(2 * phi, inputs.length, int(affordable)))
+        return [int(min(max(int(d), window), cap)) for d in demand]
 
     def _select_head(
         self, psi: torch.Tensor, layout: TokenLayout, forced: torch.Tensor, phi: int
