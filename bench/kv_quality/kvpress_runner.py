@@ -1,7 +1,9 @@
 """Runs NVIDIA kvpress presses on av-tiny in kvpress's own environment (transformers 5.2).
 
 Invoked by ``bench/kv_quality/run.py`` with the interpreter of ``.venv-kvpress``; imports nothing of
-Trillium. Input: a JSON file with prompts (token ids), the model folder, presses and budgets. For each
+Trillium. Input: a JSON file with prompts (token ids plus av-tiny's auxiliary ids, whose embedding rows
+are added to the token's — the same sum as ``trillium.models.av_tiny.embed_inputs``), the model
+folder, presses and budgets. For each
 press and budget it compresses the whole prompt during prefill (``with press(model): model.model(...)``,
 kvpress's documented entry point), then decodes greedily with position ids continuing from the
 original prompt length — the same protocol as Trillium's harness. Output: JSON with generated ids and
@@ -11,6 +13,7 @@ timings per (press, budget, prompt).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -34,12 +37,23 @@ def make_press(name: str, budget: float):
 
 
 @torch.no_grad()
-def run_one(model, press, input_ids: list[int], max_new_tokens: int, eos: int) -> dict:
+def prompt_embeddings(model, input_ids: list[int], aux_ids: list[list[int]]) -> torch.Tensor:
+    """``[1, L, hidden]``: embedding of each token plus those of its auxiliary ids (-1 = none)."""
+    table = model.get_input_embeddings()
+    ids, aux = torch.tensor([input_ids]), torch.tensor([aux_ids])
+    present = (aux >= 0).unsqueeze(-1).to(table.weight.dtype)
+    return table(ids) + (table(aux.clamp_min(0)) * present).sum(dim=2)
+
+
+def run_one(
+    model, press, input_ids: list[int], aux_ids: list[list[int]], *, max_new_tokens: int, eos: int
+) -> dict:
     ids = torch.tensor([input_ids])
     cache = DynamicCache()
     started = time.perf_counter()
-    with press(model):
-        hidden = model.model(input_ids=ids, past_key_values=cache).last_hidden_state
+    with press(model) if press is not None else contextlib.nullcontext():
+        embeds = prompt_embeddings(model, input_ids, aux_ids)
+        hidden = model.model(inputs_embeds=embeds, past_key_values=cache).last_hidden_state
     # Prompt hidden states come from full attention (the press compresses each layer's cache after
     # its attention ran), exactly like Trillium's prefill; the first answer token is read from them.
     out_logits = model.lm_head(hidden[:, -1:])
@@ -73,12 +87,22 @@ def main() -> None:
     torch.set_num_threads(request.get("threads", torch.get_num_threads()))
     model = AutoModelForCausalLM.from_pretrained(request["model"], attn_implementation="sdpa").eval()
     results = []
-    for name in request["presses"]:
-        for budget in request["budgets"]:
-            press = make_press(name, budget)
-            for index, prompt in enumerate(request["prompts"]):
-                run = run_one(model, press, prompt, request["max_new_tokens"], request["eos_token_id"])
-                results.append({"press": name, "budget": budget, "prompt": index, **run})
+    # "none" = the uncompressed cache in this same process: kvpress timings are reported as ratios to it.
+    first = (request["prompts"][0], request["aux_ids"][0])
+    run_one(model, None, *first, max_new_tokens=1, eos=request["eos_token_id"])  # warm-up, not timed
+    jobs = [("none", 1.0)] + [(name, budget) for name in request["presses"] for budget in request["budgets"]]
+    for name, budget in jobs:
+        press = None if name == "none" else make_press(name, budget)
+        for index, (prompt, aux) in enumerate(zip(request["prompts"], request["aux_ids"], strict=True)):
+            run = run_one(
+                model,
+                press,
+                prompt,
+                aux,
+                max_new_tokens=request["max_new_tokens"],
+                eos=request["eos_token_id"],
+            )
+            results.append({"press": name, "budget": budget, "prompt": index, **run})
     import kvpress
     import transformers
 

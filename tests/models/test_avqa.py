@@ -64,13 +64,17 @@ def test_answers_recomputed_from_scene(seed: int) -> None:
         assert question.answer == recompute_answer(sample.scene, question), question
 
 
-def test_questions_mention_timestamps_and_facts_in_text() -> None:
+def test_questions_end_with_their_subject_and_facts_are_in_text() -> None:
     sample = make_sample(CONFIG, 3)
     by_family = {q.family: q for q in sample.questions}
     stamp = by_family["video_recall"].param("timestamp")
-    assert f"<t{stamp}>" in by_family["video_recall"].text
+    assert by_family["video_recall"].text.split()[-1] == f"<t{stamp}>"
+    assert by_family["audio_recall"].text.split()[-1] == f"<t{by_family['audio_recall'].param('timestamp')}>"
+    assert by_family["cross_modal"].text.split()[-1] == by_family["cross_modal"].param("sound")
+    assert by_family["counting"].text.split()[-1] == by_family["counting"].param("sound")
+    assert by_family["text"].text.split()[-1] == by_family["text"].param("key")
     for fact in sample.scene.facts:
-        assert f"the {fact.key} is {fact.value} ." in sample.text
+        assert f"{fact.key} {fact.value} ." in sample.text
 
 
 def test_scene_invariants_one_object_per_frame_and_shapes() -> None:

@@ -19,6 +19,7 @@ from trillium.models.av_tiny import (
     sample_inputs,
 )
 from trillium.models.av_tiny.eviction import prune_cache, question_start
+from trillium.models.av_tiny.model import embed_inputs, embed_inputs_reference
 from trillium.models.av_tiny.processor import AVTinyProcessor
 from trillium.models.avqa import AVQAConfig, make_sample
 
@@ -36,11 +37,12 @@ def test_save_load_gives_identical_logits(model, processor, tmp_path) -> None:
     processor.save_pretrained(tmp_path)
     loaded, loaded_processor = load_av_tiny(tmp_path)
     auto = AutoModelForCausalLM.from_pretrained(str(tmp_path), local_files_only=True).eval()
-    ids = sample_inputs(loaded_processor, SAMPLE).input_ids
+    inputs = sample_inputs(loaded_processor, SAMPLE)
     with torch.no_grad():
-        expected = model(input_ids=ids).logits
-        assert torch.equal(loaded(input_ids=ids).logits, expected)
-        assert torch.equal(auto(input_ids=ids).logits, expected)
+        expected = model(inputs_embeds=embed_inputs(model, inputs.input_ids, inputs.aux_ids)).logits
+        for other in (loaded, auto):
+            embeds = embed_inputs(other, inputs.input_ids, inputs.aux_ids)
+            assert torch.equal(other(inputs_embeds=embeds).logits, expected)
     assert isinstance(loaded, Qwen2ForCausalLM) and loaded.config.vocab_size == processor.vocab_size
 
 
@@ -51,10 +53,13 @@ def test_load_rejects_folder_without_model(tmp_path) -> None:
 
 def test_manual_greedy_decode_matches_generate(model, processor) -> None:
     inputs = sample_inputs(processor, SAMPLE)
-    ours = full_cache_generate_fn(model)(inputs.input_ids, inputs.layout, 4)
+    ours = full_cache_generate_fn(model)(inputs, 4)
     reference = model.generate(
-        inputs.input_ids, max_new_tokens=4, do_sample=False, past_key_values=DynamicCache(config=model.config)
-    )[0, inputs.input_ids.shape[1] :]
+        inputs_embeds=embed_inputs(model, inputs.input_ids, inputs.aux_ids),
+        max_new_tokens=4,
+        do_sample=False,
+        past_key_values=DynamicCache(config=model.config),
+    )[0]
     eos = model.config.eos_token_id
     cut = (reference == eos).nonzero()
     reference = reference[: int(cut[0]) + 1] if len(cut) else reference
@@ -63,8 +68,8 @@ def test_manual_greedy_decode_matches_generate(model, processor) -> None:
 
 def test_random_eviction_keeping_everything_equals_full_cache(model, processor) -> None:
     inputs = sample_inputs(processor, SAMPLE)
-    full = full_cache_generate_fn(model)(inputs.input_ids, inputs.layout, 3)
-    kept = random_eviction_generate_fn(model, RandomEviction(1.0))(inputs.input_ids, inputs.layout, 3)
+    full = full_cache_generate_fn(model)(inputs, 3)
+    kept = random_eviction_generate_fn(model, RandomEviction(1.0))(inputs, 3)
     assert torch.equal(full, kept)
 
 
@@ -87,14 +92,14 @@ def test_evaluate_counts_per_family_with_oracle_and_wrong_generate_fn(model, pro
     answers = iter([q.answer for s in samples for q in s.questions])
     eos = processor.token_id("<eos>")
 
-    def oracle(input_ids, layout, max_new_tokens):
-        assert len(layout) == input_ids.shape[1] and max_new_tokens == 3
+    def oracle(inputs, max_new_tokens):
+        assert len(inputs.layout) == inputs.input_ids.shape[1] and max_new_tokens == 3
         return torch.tensor([*(processor.token_id(w) for w in next(answers)), eos])
 
     result = evaluate(model, processor, samples, generate_fn=oracle, progress=False)
     assert result.accuracy["overall"] == 1.0 and result.total["video_recall"] == 2
     wrong = evaluate(
-        model, processor, samples, generate_fn=lambda i, l, n: torch.tensor([eos]), progress=False
+        model, processor, samples, generate_fn=lambda inputs, n: torch.tensor([eos]), progress=False
     )
     assert wrong.accuracy["overall"] == 0.0 and set(wrong.accuracy) >= {"text", "counting"}
     with pytest.raises(ValueError, match="max_new_tokens"):
@@ -105,11 +110,11 @@ def test_evaluate_counts_per_family_with_oracle_and_wrong_generate_fn(model, pro
 
 def test_kvcompress_policy_runs_as_generate_fn(model, processor) -> None:
     def with_policy(name: str, budget: float):
-        def generate(input_ids, layout, max_new_tokens):
+        def generate(inputs, max_new_tokens):
             result = generate_with_policy(
                 model,
-                input_ids,
-                layout=layout,
+                inputs_embeds=embed_inputs(model, inputs.input_ids, inputs.aux_ids),
+                layout=inputs.layout,
                 policy=make_policy(name, budget=budget),
                 max_new_tokens=max_new_tokens,
                 eos_token_id=model.config.eos_token_id,
@@ -120,7 +125,19 @@ def test_kvcompress_policy_runs_as_generate_fn(model, processor) -> None:
         return generate
 
     inputs = sample_inputs(processor, SAMPLE)
-    full = full_cache_generate_fn(model)(inputs.input_ids, inputs.layout, 3)
-    assert torch.equal(with_policy("snapkv", 1.0)(inputs.input_ids, inputs.layout, 3), full)
+    full = full_cache_generate_fn(model)(inputs, 3)
+    assert torch.equal(with_policy("snapkv", 1.0)(inputs, 3), full)
     result = evaluate(model, processor, [SAMPLE], generate_fn=with_policy("acckv", 0.3), progress=False)
     assert sum(result.total.values()) == len(SAMPLE.questions)
+
+
+def test_embed_inputs_adds_auxiliary_rows_and_matches_reference(model, processor) -> None:
+    inputs = sample_inputs(processor, SAMPLE)
+    fast = embed_inputs(model, inputs.input_ids, inputs.aux_ids)
+    torch.testing.assert_close(fast, embed_inputs_reference(model, inputs.input_ids, inputs.aux_ids))
+    table = model.get_input_embeddings().weight
+    plain = inputs.aux_ids[0].lt(0).all(dim=1)
+    assert plain.any() and (~plain).any()
+    torch.testing.assert_close(fast[0, plain], table[inputs.input_ids[0, plain]])
+    with pytest.raises(ValueError, match="aux_ids"):
+        embed_inputs(model, inputs.input_ids, inputs.aux_ids[:, :-1])

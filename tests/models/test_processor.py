@@ -58,6 +58,15 @@ def test_layout_coordinates_and_timestamps(processor: AVTinyProcessor) -> None:
     assert got == expected
     audio = layout.mask(Modality.AUDIO)
     assert layout.time[audio].tolist() == list(range(5 * processor.audio_tokens_per_step))
+    aux = inputs.aux_ids[0]
+    first = SAMPLE.scene.first_step
+    stamps = [processor.token_id(f"<t{first + f}>") for f, _, _ in expected]
+    assert aux[video, 0].tolist() == stamps
+    assert aux[video, 1].tolist() == [processor.token_id(f"<r{r}>") for _, r, _ in expected]
+    assert aux[video, 2].tolist() == [processor.token_id(f"<c{c}>") for _, _, c in expected]
+    steps = [first + t // processor.audio_tokens_per_step for t in layout.time[audio].tolist()]
+    assert aux[audio, 0].tolist() == [processor.token_id(f"<t{k}>") for k in steps]
+    assert bool((aux[audio, 1:] == -1).all()) and bool((aux[video, 3] == -1).all())
     assert set(layout.segment[video].tolist()) == {1} and set(layout.segment[audio].tolist()) == {2}
     assert (layout.frame[~video] == -1).all() and (layout.time[~audio] == -1).all()
     first_frame = int(video.nonzero()[0])
@@ -68,6 +77,17 @@ def test_layout_coordinates_and_timestamps(processor: AVTinyProcessor) -> None:
     assert inputs.question_start == int((layout.segment == 3).nonzero()[0])
     assert processor.vocab[int(ids[-1])] == "<answer>"
     assert processor.vocab[int(ids[inputs.question_start])] == "<question>"
+
+
+def test_token_shift_on_passage_and_answer_slot(processor: AVTinyProcessor) -> None:
+    inputs = build(processor)
+    ids, aux, segment = inputs.input_ids[0], inputs.aux_ids[0], inputs.layout.segment
+    passage = torch.nonzero(segment == 0).flatten()[1:]
+    assert torch.equal(aux[passage, 3], ids[passage - 1]) and int(aux[0, 3]) == -1
+    assert int(ids[-1]) == processor.token_id("<answer>") and int(aux[-1, 3]) == int(ids[-2])
+    assert SAMPLE.questions[0].text.split()[-1] == processor.vocab[int(ids[-2])]
+    question = torch.arange(inputs.question_start, len(ids) - 1)
+    assert bool((aux[question] == -1).all())
 
 
 def test_codes_identify_the_object(processor: AVTinyProcessor) -> None:

@@ -34,7 +34,7 @@ def test_quick_training_writes_a_loadable_model(tmp_path) -> None:
 
 def test_encode_example_labels_only_answers(processor) -> None:
     sample = make_sample(AVQAConfig(n_frames=4, frame_size=24, n_sound_events=2), 1)
-    ids, labels, families = encode_example(processor, sample)
+    ids, aux, labels, families = encode_example(processor, sample)
     supervised = [processor.vocab[t] for t, y in zip(ids, labels, strict=True) if y != IGNORE_INDEX]
     expected = [w for q in sample.questions for w in (*q.answer, "<eos>")]
     assert supervised == expected
@@ -42,9 +42,16 @@ def test_encode_example_labels_only_answers(processor) -> None:
     assert labelled_families == [q.family for q in sample.questions for _ in (*q.answer, "<eos>")]
     assert all(f == -1 for f, y in zip(families, labels, strict=True) if y == IGNORE_INDEX)
     assert ids.count(processor.token_id("<question>")) == len(sample.questions)
-    batch = collate([(ids, labels, families), (ids[:10], labels[:10], families[:10])], pad_id=0)
+    answer_slots = [i for i, t in enumerate(ids) if t == processor.token_id("<answer>")]
+    assert [aux[i][3] for i in answer_slots] == [ids[i - 1] for i in answer_slots]
+    assert all(aux[i] == [-1] * 4 for i, y in enumerate(labels) if y != IGNORE_INDEX)
+    example = (ids, aux, labels, families)
+    batch = collate([example, tuple(part[:10] for part in example)], pad_id=0)
     assert batch["input_ids"].shape == (2, len(ids)) and int(batch["attention_mask"][1].sum()) == 10
-    assert bool((batch["labels"][1, 10:] == IGNORE_INDEX).all())
+    assert batch["aux_ids"].shape == (2, len(ids), 4) and torch.equal(batch["aux_ids"][0], torch.tensor(aux))
+    assert bool((batch["labels"][1, 10:] == IGNORE_INDEX).all()) and bool(
+        (batch["aux_ids"][1, 10:] == -1).all()
+    )
 
 
 def test_learning_rate_warms_up_then_decays() -> None:

@@ -1,8 +1,9 @@
 """av-tiny: a small audio-video question-answering decoder over discrete codebook tokens.
 
-- :class:`AVTinyProcessor` turns frames, PCM audio and text into ``input_ids`` and a kvcompress
-  :class:`~trillium.kvcompress.layout.TokenLayout`.
-- The decoder is a plain ``Qwen2ForCausalLM`` (:func:`build_model`, :func:`load_av_tiny`).
+- :class:`AVTinyProcessor` turns frames, PCM audio and text into ``input_ids``, auxiliary ids and a
+  kvcompress :class:`~trillium.kvcompress.layout.TokenLayout`.
+- The decoder is a plain ``Qwen2ForCausalLM`` (:func:`build_model`, :func:`load_av_tiny`); prompts
+  enter it as :func:`embed_inputs` ``(model, input_ids, aux_ids)``.
 - :func:`evaluate` reports accuracy per AVQA-synth family, with a pluggable ``generate_fn``.
 - ``python -m trillium.models.av_tiny.train --out DIR [--quick]`` trains it.
 """
@@ -16,7 +17,13 @@ from trillium.models.av_tiny.evaluate import (
     sample_inputs,
 )
 from trillium.models.av_tiny.eviction import RandomEviction, random_eviction_generate_fn
-from trillium.models.av_tiny.model import DecoderSize, build_model, decoder_config, load_av_tiny
+from trillium.models.av_tiny.model import (
+    DecoderSize,
+    build_model,
+    decoder_config,
+    embed_inputs,
+    load_av_tiny,
+)
 from trillium.models.av_tiny.processor import AVInputs, AVTinyProcessor
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "RandomEviction",
     "build_model",
     "decoder_config",
+    "embed_inputs",
     "evaluate",
     "full_cache_generate_fn",
     "greedy_decode",

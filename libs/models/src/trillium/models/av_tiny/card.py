@@ -43,7 +43,11 @@ so that Trillium can measure KV-cache compression losses on a multimodal model i
   codebook; PCM audio is resampled to 8 kHz, cut into 100 ms windows, turned into 20-band log-mel
   frames (numpy) and quantised with a {config["audio_codes"]}-entry k-means codebook. Each video frame
   and each 200 ms audio step is preceded by a shared timestamp token `<tK>`. The processor also
-  returns the kvcompress `TokenLayout` (modality, segment, frame, row, col, time per token).
+  returns the kvcompress `TokenLayout` (modality, segment, frame, row, col, time per token) and
+  auxiliary ids whose embeddings are added to the token's own: `<tK>` on every media token,
+  `<rI>`/`<cJ>` on video patches (factorised spatio-temporal position embeddings), and the previous
+  token on the text passage and on the `<answer>` slot ("smeared keys", Olsson et al. 2022). Prompts
+  therefore enter as `inputs_embeds = embed_inputs(model, input_ids, aux_ids)`.
 - Decoder: `Qwen2ForCausalLM`, hidden {size["hidden"]}, {size["layers"]} layers, {size["heads"]} heads,
   {size["kv_heads"]} KV heads, MLP {size["intermediate"]}, RoPE, vocabulary of discrete tokens,
   {results["parameters"]:,} parameters, fp32 safetensors. Loads with
@@ -53,9 +57,10 @@ so that Trillium can measure KV-cache compression losses on a multimodal model i
 ## Data
 AVQA-synth (`trillium.models.avqa`): coloured shapes that appear, move and disappear on a grid,
 sound events of six classes, grey distractor shapes, noise bursts and a short text passage.
-Question families: video recall (`what object was at <tK> ?` -> colour + shape), audio recall
-(`which sound played at <tK> ?`), cross-modal (`what colour was the object when the X sounded ?`),
-counting (`how many times did the X sound ?`) and text (`what is the KEY ?`). Training clips have
+Question families: video recall (`what object was at <tK>` -> colour + shape), audio recall
+(`which sound played at <tK>`), cross-modal (`what colour was the object at the X`), counting
+(`how many times sounded the X`) and text (`what is the KEY`, facts written `KEY VALUE .`).
+Training clips have
 4-16 (even) frames of 24/32/40 px (3x3 to 5x5 patches), 1-6 sound events, 0/1/2/4 distractors and
 1-5 facts; the held-out split uses other seeds and knob values (7, 11, 15 frames of 40 px,
 3 distractors, 5 events, 4 facts). Held-out prompt lengths: {lengths} tokens.

@@ -13,13 +13,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel
 
-from trillium.kvcompress.layout import TokenLayout
+from trillium.models.av_tiny.model import embed_inputs
 from trillium.models.av_tiny.processor import AVInputs, AVTinyProcessor
 from trillium.models.avqa import FAMILIES, Sample
 
-GenerateFn = Callable[[torch.Tensor, TokenLayout, int], torch.Tensor]
-"""``generate_fn(input_ids [1, L], layout, max_new_tokens) -> new token ids [n]``. The question
-is the last layout segment (the tokens from ``<question>`` to the closing ``<answer>``)."""
+GenerateFn = Callable[[AVInputs, int], torch.Tensor]
+"""``generate_fn(inputs, max_new_tokens) -> new token ids [n]``. The prompt enters the model as
+``embed_inputs(model, inputs.input_ids, inputs.aux_ids)``; the question is the last layout segment
+(the tokens from ``<question>`` to the closing ``<answer>``)."""
 
 
 @dataclass
@@ -93,15 +94,16 @@ def full_cache_generate_fn(model: PreTrainedModel) -> GenerateFn:
     """Greedy decoding with the full KV cache (the uncompressed baseline)."""
 
     @torch.no_grad()
-    def generate(input_ids: torch.Tensor, layout: TokenLayout, max_new_tokens: int) -> torch.Tensor:
+    def generate(inputs: AVInputs, max_new_tokens: int) -> torch.Tensor:
         cache = DynamicCache(config=model.config)
-        result = model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        embeds = embed_inputs(model, inputs.input_ids, inputs.aux_ids)
+        result = model(inputs_embeds=embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
         eos = model.config.eos_token_id
         return greedy_decode(
             model,
             cache,
             result.logits[0, -1],
-            next_position=input_ids.shape[1],
+            next_position=inputs.input_ids.shape[1],
             max_new_tokens=max_new_tokens,
             eos_token_id=eos,
         )
@@ -130,7 +132,7 @@ def evaluate(
     jobs = [(s, i) for s in samples for i in range(len(s.questions))]
     for sample, index in tqdm(jobs, desc="evaluate", disable=not progress, leave=False):
         inputs = sample_inputs(processor, sample, index)
-        generated = generate_fn(inputs.input_ids, inputs.layout, max_new_tokens)
+        generated = generate_fn(inputs, max_new_tokens)
         question = sample.questions[index]
         result.add(question.family, processor.decode(generated) == list(question.answer))
     return result

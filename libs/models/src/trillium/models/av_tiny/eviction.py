@@ -15,6 +15,8 @@ from transformers import DynamicCache, PreTrainedModel
 
 from trillium.kvcompress.layout import TokenLayout
 from trillium.models.av_tiny.evaluate import GenerateFn, greedy_decode
+from trillium.models.av_tiny.model import embed_inputs
+from trillium.models.av_tiny.processor import AVInputs
 
 
 @dataclass(frozen=True)
@@ -47,16 +49,18 @@ def random_eviction_generate_fn(model: PreTrainedModel, policy: RandomEviction) 
     generator = torch.Generator().manual_seed(policy.seed)
 
     @torch.no_grad()
-    def generate(input_ids: torch.Tensor, layout: TokenLayout, max_new_tokens: int) -> torch.Tensor:
-        start = question_start(layout)
+    def generate(inputs: AVInputs, max_new_tokens: int) -> torch.Tensor:
+        input_ids = inputs.input_ids
+        start = question_start(inputs.layout)
+        embeds = embed_inputs(model, input_ids, inputs.aux_ids)
         cache = DynamicCache(config=model.config)
-        model(input_ids=input_ids[:, :start], past_key_values=cache, use_cache=True)
+        model(inputs_embeds=embeds[:, :start], past_key_values=cache, use_cache=True)
         n_keep = max(1, int(round(start * policy.keep_fraction)))
         keep = torch.randperm(start, generator=generator)[:n_keep].sort().values
         prune_cache(cache, keep)
         positions = torch.arange(start, input_ids.shape[1]).unsqueeze(0)
         result = model(
-            input_ids=input_ids[:, start:], position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=embeds[:, start:], position_ids=positions, past_key_values=cache, use_cache=True
         )
         eos = model.config.eos_token_id
         return greedy_decode(

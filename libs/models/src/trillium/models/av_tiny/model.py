@@ -1,8 +1,11 @@
 """The av-tiny decoder: a plain ``Qwen2ForCausalLM`` over av-tiny's discrete token vocabulary.
 
-Because every modality is already a token id (codebook indices, timestamps, words), the decoder
-is an unmodified transformers architecture: kvcompress, kvpress and ``generate`` apply as they do
-to any text model. Loading is ``AutoModelForCausalLM.from_pretrained(path)`` or :func:`load_av_tiny`.
+Every modality is a token id (codebook indices, timestamps, words), so the decoder is an unmodified
+transformers architecture: kvcompress, kvpress and ``generate`` apply as they do to any text model.
+Prompts enter as ``inputs_embeds`` = token embedding + the embeddings of the processor's auxiliary
+ids (:func:`embed_inputs`; time, row/column and previous-token, all rows of the same embedding
+table); generated tokens enter as plain ``input_ids``. Loading is
+``AutoModelForCausalLM.from_pretrained(path)`` or :func:`load_av_tiny`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from trillium.models.av_tiny.processor import AVTinyProcessor
 
@@ -55,6 +58,35 @@ def build_model(
     """A randomly initialised av-tiny decoder (deterministic for a given ``seed``)."""
     torch.manual_seed(seed)
     return Qwen2ForCausalLM(decoder_config(processor, size))
+
+
+def embed_inputs(model: PreTrainedModel, input_ids: torch.Tensor, aux_ids: torch.Tensor) -> torch.Tensor:
+    """Prompt embeddings ``[B, L, hidden]``: ``E[input_ids] + sum_c E[aux_ids[..., c]]`` over the
+    auxiliary channels that are set (``aux_ids [B, L, C]``, -1 = none); ``E`` is the decoder's own
+    input embedding table, so the saved model holds every parameter."""
+    if aux_ids.shape[:2] != input_ids.shape:
+        raise ValueError(
+            f"aux_ids must be [B, L, C] with [B, L] = input_ids shape {tuple(input_ids.shape)}, "
+            f"got {tuple(aux_ids.shape)}"
+        )
+    table = model.get_input_embeddings()
+    present = (aux_ids >= 0).unsqueeze(-1).to(table.weight.dtype)
+    return table(input_ids) + (table(aux_ids.clamp_min(0)) * present).sum(dim=2)
+
+
+def embed_inputs_reference(
+    model: PreTrainedModel, input_ids: torch.Tensor, aux_ids: torch.Tensor
+) -> torch.Tensor:
+    """Slow, obvious reference of :func:`embed_inputs` (one position and channel at a time)."""
+    weight = model.get_input_embeddings().weight
+    out = torch.zeros(*input_ids.shape, weight.shape[1], dtype=weight.dtype)
+    for b in range(input_ids.shape[0]):
+        for i in range(input_ids.shape[1]):
+            out[b, i] = weight[input_ids[b, i]]
+            for extra in aux_ids[b, i].tolist():
+                if extra >= 0:
+                    out[b, i] += weight[extra]
+    return out
 
 
 def load_av_tiny(directory: str | Path) -> tuple[Qwen2ForCausalLM, AVTinyProcessor]:

@@ -6,12 +6,16 @@
    (patches of bright, i.e. non-background, content are kept in full and background patches are
    subsampled, so rare objects get their own codes).
 2. Train a Qwen2 decoder on prompts holding several questions about one clip (each question
-   followed by its answer and ``<eos>``). The loss is cross-entropy on the answer tokens plus
-   ``lm_loss_weight`` x next-token cross-entropy on every token: predicting the next timestamp,
-   the moving object's next patch or the next audio window needs the same look-back attention the
-   questions need, and gives dense gradient where answers alone give a few bits per clip (without
-   it the answer loss sat on a plateau for hundreds of steps). Clips start short and small and grow
-   (curriculum), and several questions per clip give several supervised answers per prefill.
+   followed by its answer and ``<eos>``), fed as ``inputs_embeds`` with the processor's auxiliary
+   embeddings (time, row/column, previous token; see :mod:`.processor`). The loss is cross-entropy
+   on the answer tokens plus ``lm_loss_weight`` x next-token cross-entropy on every token:
+   predicting the next timestamp, the moving object's next patch or the next audio window needs the
+   same look-back attention the questions need, and gives dense gradient where answers alone give a
+   few bits per clip (without it the answer loss sat on a plateau for hundreds of steps). Clips
+   start short and small and grow (curriculum), and several questions per clip give several
+   supervised answers per prefill. Training stops after ``max_minutes`` (48 by default) so that
+   ``make train-av-tiny`` stays under an hour on 2 CPU cores; the model card records how many of
+   the scheduled steps ran.
 3. Evaluate on the held-out split and on longer clips, save the model, the processor and
    ``eval_results.json``, and write ``MODEL_CARD.md``.
 """
@@ -33,11 +37,11 @@ from transformers import PreTrainedModel
 
 from trillium.models.av_tiny.card import write_model_card
 from trillium.models.av_tiny.codebook import fit_kmeans
-from trillium.models.av_tiny.evaluate import evaluate
+from trillium.models.av_tiny.evaluate import evaluate, sample_inputs
 from trillium.models.av_tiny.eviction import RandomEviction, random_eviction_generate_fn
 from trillium.models.av_tiny.features import FeatureConfig, log_mel_frames, patch_features
-from trillium.models.av_tiny.model import DecoderSize, build_model
-from trillium.models.av_tiny.processor import AVTinyProcessor
+from trillium.models.av_tiny.model import DecoderSize, build_model, embed_inputs
+from trillium.models.av_tiny.processor import AUX_CHANNELS, NO_AUX, AVTinyProcessor
 from trillium.models.avqa import (
     FAMILIES,
     HELDOUT_FRAMES,
@@ -56,7 +60,7 @@ IGNORE_INDEX = -100
 class TrainConfig:
     """Hyperparameters of one training run (``quick`` gives tiny settings for tests)."""
 
-    steps: int = 3600
+    steps: int = 3000
     batch_size: int = 16
     questions_per_sample: int = 12
     learning_rate: float = 2e-3
@@ -77,7 +81,7 @@ class TrainConfig:
     threads: int = 1
     log_every: int = 25
     checkpoint_every: int = 50
-    max_minutes: float | None = None
+    max_minutes: float | None = 48.0
 
     @classmethod
     def quick(cls) -> TrainConfig:
@@ -92,6 +96,7 @@ class TrainConfig:
             eval_per_family=1,
             long_frames=(24,),
             long_eval_per_family=1,
+            max_minutes=None,
             size=DecoderSize(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64),
         )
 
@@ -118,50 +123,53 @@ def fit_processor(config: TrainConfig, progress: bool = True) -> AVTinyProcessor
     return AVTinyProcessor(video, audio, features)
 
 
-def encode_example(processor: AVTinyProcessor, sample: Sample) -> tuple[list[int], list[int], list[int]]:
-    """Ids, labels and family index per position of one multi-question training prompt.
+Example = tuple[list[int], list[list[int]], list[int], list[int]]
+"""One encoded training prompt: ids, auxiliary ids (``[L][4]``), labels, family index per position."""
+
+
+def encode_example(processor: AVTinyProcessor, sample: Sample) -> Example:
+    """Ids, auxiliary ids, labels and family index per position of one multi-question prompt.
 
     Labels are set only on answer words and their ``<eos>`` (``IGNORE_INDEX`` elsewhere); the
-    family list holds the question family index at labelled positions and -1 elsewhere.
+    family list holds the question family index at labelled positions and -1 elsewhere. Answer
+    tokens carry no auxiliary ids, exactly as generated tokens at inference.
     """
-    first = sample.questions[0]
-    inputs = processor(
-        text=sample.text,
-        frames=sample.frames,
-        audio=sample.audio,
-        sample_rate=sample.sample_rate,
-        question=first.text,
-        first_timestamp=sample.scene.first_step,
-    )
+    inputs = sample_inputs(processor, sample, 0)
     ids = inputs.input_ids[0].tolist()
+    aux = inputs.aux_ids[0].tolist()
     labels = [IGNORE_INDEX] * len(ids)
     families = [-1] * len(ids)
     eos = processor.token_id("<eos>")
     for number, question in enumerate(sample.questions):
         if number:
-            prompt = [processor.token_id("<question>"), *processor.encode_text(question.text)]
-            prompt.append(processor.token_id("<answer>"))
+            prompt, prompt_aux = processor.question_tokens(question.text)
             ids += prompt
+            aux += [list(extra) for extra in prompt_aux]
             labels += [IGNORE_INDEX] * len(prompt)
             families += [-1] * len(prompt)
         answer = [processor.token_id(word) for word in question.answer] + [eos]
         ids += answer
+        aux += [[NO_AUX] * len(AUX_CHANNELS) for _ in answer]
         labels += answer
         families += [FAMILIES.index(question.family)] * len(answer)
-    return ids, labels, families
+    return ids, aux, labels, families
 
 
-def collate(examples: list[tuple[list[int], list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels``, ``families`` ``[B, L_max]``."""
-    length = max(len(ids) for ids, _, _ in examples)
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels``, ``families`` ``[B, L_max]``
+    and ``aux_ids`` ``[B, L_max, 4]``."""
+    length = max(len(example[0]) for example in examples)
+    size = (len(examples), length)
     batch = {
-        "input_ids": torch.full((len(examples), length), pad_id, dtype=torch.long),
-        "attention_mask": torch.zeros((len(examples), length), dtype=torch.long),
-        "labels": torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long),
-        "families": torch.full((len(examples), length), -1, dtype=torch.long),
+        "input_ids": torch.full(size, pad_id, dtype=torch.long),
+        "aux_ids": torch.full((*size, len(AUX_CHANNELS)), NO_AUX, dtype=torch.long),
+        "attention_mask": torch.zeros(size, dtype=torch.long),
+        "labels": torch.full(size, IGNORE_INDEX, dtype=torch.long),
+        "families": torch.full(size, -1, dtype=torch.long),
     }
-    for row, (ids, labels, families) in enumerate(examples):
+    for row, (ids, aux, labels, families) in enumerate(examples):
         batch["input_ids"][row, : len(ids)] = torch.tensor(ids)
+        batch["aux_ids"][row, : len(ids)] = torch.tensor(aux)
         batch["attention_mask"][row, : len(ids)] = 1
         batch["labels"][row, : len(ids)] = torch.tensor(labels)
         batch["families"][row, : len(ids)] = torch.tensor(families)
@@ -250,7 +258,8 @@ def train_model(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         batch = next(stream)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        embeds = embed_inputs(model, batch["input_ids"], batch["aux_ids"])
+        logits = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
         loss = shifted_loss(logits, batch["labels"])
         if config.lm_loss_weight > 0:
             context_labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
@@ -361,14 +370,18 @@ def main(argv: list[str] | None = None) -> None:
         "--checkpoint", type=Path, default=None, help="train-state file to save to / resume from"
     )
     parser.add_argument(
-        "--max-minutes", type=float, default=None, help="stop training after this many minutes"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop training after this many minutes (default 48, so that the whole run stays under an hour)",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)"
     )
     args = parser.parse_args(argv)
     config = TrainConfig.quick() if args.quick else TrainConfig()
-    overrides = {"seed": args.seed, "max_minutes": args.max_minutes, "threads": args.threads}
+    overrides = {"seed": args.seed, "threads": args.threads}
+    overrides |= {"max_minutes": args.max_minutes} if args.max_minutes is not None else {}
     overrides |= {"steps": args.steps} if args.steps is not None else {}
     config = TrainConfig(**{**asdict(config), "size": config.size, **overrides})
     results = run(args.out, config, progress=not args.no_progress, checkpoint=args.checkpoint)

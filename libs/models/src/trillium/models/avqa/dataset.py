@@ -47,8 +47,8 @@ class Sample:
 
 
 def facts_text(scene: Scene) -> str:
-    """Text passage stating the scene's facts, e.g. ``"the code is delta . the pet is kilo ."``."""
-    return " ".join(f"the {fact.key} is {fact.value} ." for fact in scene.facts)
+    """Text passage listing the scene's facts as key-value pairs, e.g. ``"code delta . pet kilo ."``."""
+    return " ".join(f"{fact.key} {fact.value} ." for fact in scene.facts)
 
 
 def make_sample(config: AVQAConfig, seed: int, families: tuple[str, ...] = FAMILIES) -> Sample:

@@ -1,7 +1,9 @@
 """Question families of AVQA-synth and their answers, computed from the scene description.
 
 Timestamps in questions are written as ``<tK>`` with ``K = first_step + step`` — the same marker
-tokens the processor puts in front of each video frame and each audio step.
+tokens the processor puts in front of each video frame and each audio step. Every question ends with
+its subject (the timestamp, the sound or the fact key), so the answer slot that follows the question
+sees the subject as its previous token (see the processor's token-shift embedding).
 """
 
 from __future__ import annotations
@@ -76,13 +78,11 @@ def draw_question(scene: Scene, family: str, rng: np.random.Generator) -> Questi
         visible = [s for s in range(n) if scene.object_at(s) is not None]
         step = visible[int(rng.integers(0, len(visible)))]
         stamp = timestamp_token(scene.first_step + step)
-        return _make(scene, family, f"what object was at {stamp} ?", timestamp=str(scene.first_step + step))
+        return _make(scene, family, f"what object was at {stamp}", timestamp=str(scene.first_step + step))
     if family == "audio_recall":
         step = scene.sounds[int(rng.integers(0, len(scene.sounds)))].step
         stamp = timestamp_token(scene.first_step + step)
-        return _make(
-            scene, family, f"which sound played at {stamp} ?", timestamp=str(scene.first_step + step)
-        )
+        return _make(scene, family, f"which sound played at {stamp}", timestamp=str(scene.first_step + step))
     if family == "cross_modal":
         heard = [e.sound for e in scene.sounds]
         once = [e for e in scene.sounds if heard.count(e.sound) == 1 and scene.object_at(e.step) is not None]
@@ -91,13 +91,13 @@ def draw_question(scene: Scene, family: str, rng: np.random.Generator) -> Questi
         if not once:
             return draw_question(scene, "audio_recall", rng)
         sound = once[int(rng.integers(0, len(once)))].sound
-        return _make(scene, family, f"what colour was the object when the {sound} sounded ?", sound=sound)
+        return _make(scene, family, f"what colour was the object at the {sound}", sound=sound)
     if family == "counting":
         heard = sorted({e.sound for e in scene.sounds})
         pool = heard if rng.random() < 0.85 else list(SOUNDS)
         sound = pool[int(rng.integers(0, len(pool)))]
-        return _make(scene, family, f"how many times did the {sound} sound ?", sound=sound)
+        return _make(scene, family, f"how many times sounded the {sound}", sound=sound)
     if family == "text":
         fact = scene.facts[int(rng.integers(0, len(scene.facts)))]
-        return _make(scene, family, f"what is the {fact.key} ?", key=fact.key)
+        return _make(scene, family, f"what is the {fact.key}", key=fact.key)
     raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
