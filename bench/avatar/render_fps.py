@@ -19,7 +19,8 @@ Gaussians): ``fps_reference`` is the reference's FPS on that crop, ``fps_on_refe
 renderer's FPS on the same crop (so their ratio is a same-run speedup), and
 ``max_abs_err_vs_reference`` the largest |difference| over RGB and alpha on the crop.
 
-Writes ``<out-dir>/avatar-render.json`` ({"meta", "rows"}) and ``<out-dir>/avatar-render.png``.
+Writes ``<out-dir>/avatar-render.json`` ({"meta", "rows"}) and ``<out-dir>/avatar-render.png``, and
+puts the same rows into the ``rows`` section of ``<out-dir>/avatar.json`` (see ``avatar_results.py``).
 
     python bench/avatar/render_fps.py            # full run (a few minutes on 2 cores)
     python bench/avatar/render_fps.py --quick    # smoke run on tiny sizes
@@ -31,6 +32,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +49,9 @@ from trillium.avatar.core import (
     render,
     triangle_frames,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling results helper
+from avatar_results import merge_results
 
 CPU_TIMES: list[float] = []
 FOV_DEGREES = 20.0
@@ -201,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         "scene": "procedural head, random_bound_gaussians, fov 20 deg, distance 0.7 m, white background",
     }
     (args.out_dir / "avatar-render.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    merge_results(args.out_dir, {"rows": rows}, "render", meta)
     plot(rows, args.out_dir / "avatar-render.png")
     for r in rows:
         print(

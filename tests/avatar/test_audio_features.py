@@ -105,6 +105,16 @@ def test_resampler_matches_the_slow_reference() -> None:
         assert torch.allclose(fast, slow, atol=1e-5), (orig, new)
 
 
+@pytest.mark.parametrize("length", [0, 1, 2, 7, 40])
+@pytest.mark.parametrize(("orig", "new"), [(44_101, 16_000), (16_000, 44_101), (8_000, 16_000)])
+def test_resampler_handles_signals_shorter_than_its_phase_count(length: int, orig: int, new: int) -> None:
+    # 44101 and 16000 are coprime: 16000 or 44101 polyphase phases, far more than output samples
+    signal = torch.randn(length, generator=torch.Generator().manual_seed(length))
+    fast, slow = resample(signal, orig, new), resample_reference(signal, orig, new)
+    assert fast.shape == slow.shape == (math.ceil(length * new / orig),)
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
 def test_resampler_rejects_bad_rates() -> None:
     with pytest.raises(ValueError, match="orig_rate"):
         resample(torch.zeros(10), 0, 16_000)

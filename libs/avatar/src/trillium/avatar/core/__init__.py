@@ -4,6 +4,7 @@ Renderers follow gsplat 1.5.3 semantics (arXiv 2409.06765); binding follows Gaus
 (arXiv 2312.02069). See the package README for the renderer contract.
 """
 
+from trillium.avatar.core.arkit import ARKIT_BLENDSHAPE_NAMES
 from trillium.avatar.core.asset import AvatarAsset, TemplateRef, load_asset, save_asset
 from trillium.avatar.core.audio import LogMelExtractor, log_mel
 from trillium.avatar.core.binding import (
@@ -23,6 +24,7 @@ from trillium.avatar.core.blendshapes import (
     deform,
     joint_transforms,
     linear_blend_skinning,
+    pose_corrective_offsets,
 )
 from trillium.avatar.core.camera import intrinsics_from_fov, look_at
 from trillium.avatar.core.gsplat_backend import gsplat_arguments
@@ -40,10 +42,13 @@ from trillium.avatar.core.rasterize_native import native_available, rasterize_na
 from trillium.avatar.core.rasterize_reference import rasterize_reference
 from trillium.avatar.core.rasterize_torch import rasterize_tiled_torch
 from trillium.avatar.core.render import BACKENDS, RenderOutput, render
+from trillium.avatar.core.template_asset import load_template, read_template_info, save_template, validate_rig
+from trillium.avatar.core.user_models import load_flame, load_smplx
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ARKIT_BLENDSHAPE_NAMES",
     "BACKENDS",
     "LogMelExtractor",
     "MotionTranslator",
@@ -69,10 +74,14 @@ __all__ = [
     "intrinsics_from_fov",
     "joint_transforms",
     "linear_blend_skinning",
+    "pose_corrective_offsets",
     "lip_sync_correlation",
     "lip_vertex_error",
     "lip_vertex_ids",
     "load_asset",
+    "load_flame",
+    "load_smplx",
+    "load_template",
     "look_at",
     "native_available",
     "procedural_head",
@@ -81,11 +90,14 @@ __all__ = [
     "psnr",
     "rasterize_native",
     "rasterize_reference",
+    "read_template_info",
     "random_bound_gaussians",
     "rasterize_tiled_torch",
     "render",
     "save_asset",
+    "save_template",
     "split",
     "ssim",
     "triangle_frames",
+    "validate_rig",
 ]

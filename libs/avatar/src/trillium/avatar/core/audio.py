@@ -189,10 +189,8 @@ def resample(
     kernel = _sinc_kernel((frac[:, None] - taps[None, :]) / orig_rate, cutoff, half_span) / orig_rate
     padded = torch.nn.functional.pad(signal.to(torch.float64), (half_width, half_width + down + 1))
     out = torch.empty(n_out, dtype=torch.float64)
-    for phase in range(up):
+    for phase in range(min(up, n_out)):  # phase p serves outputs p, p + up, ...; none when p >= n_out
         outputs = torch.arange(phase, n_out, up)
-        if outputs.numel() == 0:
-            continue
         centres = (outputs // up) * down + base[phase] + half_width
         gathered = padded[centres[:, None] + taps[None, :]]
         out[outputs] = gathered @ kernel[phase]

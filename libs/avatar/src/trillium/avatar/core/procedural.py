@@ -95,6 +95,7 @@ def procedural_head(subdivisions: int = 3, dtype=torch.float32) -> BlendshapeRig
         parents=(-1, 0),
         joint_names=("neck", "jaw"),
         skin_weights=skin_weights,
+        joint_roles={"root": "neck", "neck": "neck", "head": "neck", "jaw": "jaw"},
     )
 
 

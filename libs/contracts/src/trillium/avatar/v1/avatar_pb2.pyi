@@ -28,6 +28,12 @@ class Renderer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RENDERER_UNSPECIFIED: _ClassVar[Renderer]
     RENDERER_CPU: _ClassVar[Renderer]
     RENDERER_GSPLAT: _ClassVar[Renderer]
+
+class Pacing(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PACING_UNSPECIFIED: _ClassVar[Pacing]
+    PACING_REALTIME: _ClassVar[Pacing]
+    PACING_OFFLINE: _ClassVar[Pacing]
 AVATAR_KIND_UNSPECIFIED: AvatarKind
 AVATAR_KIND_HEAD: AvatarKind
 AVATAR_KIND_FULL_BODY: AvatarKind
@@ -39,9 +45,12 @@ FRAME_ENCODING_H264: FrameEncoding
 RENDERER_UNSPECIFIED: Renderer
 RENDERER_CPU: Renderer
 RENDERER_GSPLAT: Renderer
+PACING_UNSPECIFIED: Pacing
+PACING_REALTIME: Pacing
+PACING_OFFLINE: Pacing
 
 class AvatarInfo(_message.Message):
-    __slots__ = ("avatar_id", "display_name", "kind", "num_gaussians", "expression_names", "audio_driven", "format_version", "size_bytes", "sha256")
+    __slots__ = ("avatar_id", "display_name", "kind", "num_gaussians", "expression_names", "audio_driven", "format_version", "size_bytes", "sha256", "joint_names")
     AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +60,7 @@ class AvatarInfo(_message.Message):
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    JOINT_NAMES_FIELD_NUMBER: _ClassVar[int]
     avatar_id: str
     display_name: str
     kind: AvatarKind
@@ -60,7 +70,8 @@ class AvatarInfo(_message.Message):
     format_version: int
     size_bytes: int
     sha256: str
-    def __init__(self, avatar_id: _Optional[str] = ..., display_name: _Optional[str] = ..., kind: _Optional[_Union[AvatarKind, str]] = ..., num_gaussians: _Optional[int] = ..., expression_names: _Optional[_Iterable[str]] = ..., audio_driven: _Optional[bool] = ..., format_version: _Optional[int] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    joint_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, avatar_id: _Optional[str] = ..., display_name: _Optional[str] = ..., kind: _Optional[_Union[AvatarKind, str]] = ..., num_gaussians: _Optional[int] = ..., expression_names: _Optional[_Iterable[str]] = ..., audio_driven: _Optional[bool] = ..., format_version: _Optional[int] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., joint_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListAvatarsRequest(_message.Message):
     __slots__ = ()
@@ -178,18 +189,24 @@ class Frame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., timestamp_seconds: _Optional[float] = ..., encoding: _Optional[_Union[FrameEncoding, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., data: _Optional[bytes] = ..., render_seconds: _Optional[float] = ..., encode_seconds: _Optional[float] = ..., keyframe: _Optional[bool] = ...) -> None: ...
 
 class AnimateConfig(_message.Message):
-    __slots__ = ("avatar_id", "settings", "fps", "max_queued_frames", "speaker_id")
+    __slots__ = ("avatar_id", "settings", "fps", "max_queued_frames", "speaker_id", "max_pending_frames", "pacing", "max_render_lag_seconds")
     AVATAR_ID_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_FRAMES_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_PENDING_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    PACING_FIELD_NUMBER: _ClassVar[int]
+    MAX_RENDER_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     avatar_id: str
     settings: RenderSettings
     fps: float
     max_queued_frames: int
     speaker_id: str
-    def __init__(self, avatar_id: _Optional[str] = ..., settings: _Optional[_Union[RenderSettings, _Mapping]] = ..., fps: _Optional[float] = ..., max_queued_frames: _Optional[int] = ..., speaker_id: _Optional[str] = ...) -> None: ...
+    max_pending_frames: int
+    pacing: Pacing
+    max_render_lag_seconds: float
+    def __init__(self, avatar_id: _Optional[str] = ..., settings: _Optional[_Union[RenderSettings, _Mapping]] = ..., fps: _Optional[float] = ..., max_queued_frames: _Optional[int] = ..., speaker_id: _Optional[str] = ..., max_pending_frames: _Optional[int] = ..., pacing: _Optional[_Union[Pacing, str]] = ..., max_render_lag_seconds: _Optional[float] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("audio", "timestamp_seconds")
@@ -224,16 +241,18 @@ class AnimateRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[AnimateConfig, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., motion: _Optional[_Union[MotionFrame, _Mapping]] = ..., end: _Optional[_Union[EndOfStream, _Mapping]] = ...) -> None: ...
 
 class StreamStats(_message.Message):
-    __slots__ = ("frames_rendered", "frames_dropped", "time_to_first_frame_seconds", "mean_render_seconds")
+    __slots__ = ("frames_rendered", "frames_dropped", "time_to_first_frame_seconds", "mean_render_seconds", "frames_dropped_render_lag")
     FRAMES_RENDERED_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_FRAME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MEAN_RENDER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_DROPPED_RENDER_LAG_FIELD_NUMBER: _ClassVar[int]
     frames_rendered: int
     frames_dropped: int
     time_to_first_frame_seconds: float
     mean_render_seconds: float
-    def __init__(self, frames_rendered: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., time_to_first_frame_seconds: _Optional[float] = ..., mean_render_seconds: _Optional[float] = ...) -> None: ...
+    frames_dropped_render_lag: int
+    def __init__(self, frames_rendered: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., time_to_first_frame_seconds: _Optional[float] = ..., mean_render_seconds: _Optional[float] = ..., frames_dropped_render_lag: _Optional[int] = ...) -> None: ...
 
 class AnimateResponse(_message.Message):
     __slots__ = ("frame", "stats")

@@ -15,6 +15,7 @@ from trillium.avatar.service.encoding import ENCODING_LABELS, encode_image
 from trillium.avatar.service.metrics import AvatarMetrics, create_metrics
 from trillium.avatar.service.registry import AvatarRegistry, parse_asset
 from trillium.avatar.service.scene import cpu_backend, record_gpu_memory, render_rgb
+from trillium.avatar.service.templates import TemplateLibrary
 from trillium.avatar.service.validation import motion_params, render_settings
 from trillium.avatar.v1 import avatar_pb2, avatar_pb2_grpc
 from trillium.servicekit.chunks import BlobAssembler
@@ -25,15 +26,23 @@ from trillium.servicekit.settings import ServiceSettings
 SERVICE_NAME = avatar_pb2.DESCRIPTOR.services_by_name["AvatarService"].full_name
 AVATARS_DIR_ENV = "TRILLIUM_AVATARS_DIR"
 DEFAULT_AVATARS_DIR = "./assets/avatars"
+TEMPLATES_DIR_ENV = "TRILLIUM_TEMPLATES_DIR"  # default: the "templates" folder beside the avatars folder
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 
 
 class AvatarServicer(avatar_pb2_grpc.AvatarServiceServicer):
     """ListAvatars, LoadAvatar (chunked upload), RenderFrame and Animate (bidirectional stream)."""
 
-    def __init__(self, metrics: AvatarMetrics, avatars_dir: Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+    def __init__(
+        self,
+        metrics: AvatarMetrics,
+        avatars_dir: Path,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        templates_dir: Path | None = None,
+    ):
         self.metrics = metrics
-        self.registry = AvatarRegistry()
+        self.templates_dir = templates_dir if templates_dir is not None else avatars_dir.parent / "templates"
+        self.registry = AvatarRegistry(TemplateLibrary(self.templates_dir))
         self.avatars_dir = avatars_dir
         self.max_upload_bytes = max_upload_bytes
         self.motion_model = MotionModel(avatars_dir / "motion-translator" / "motion_translator.safetensors")
@@ -72,7 +81,9 @@ class AvatarServicer(avatar_pb2_grpc.AvatarServiceServicer):
             raise ValidationError("header", "missing: the stream carried no LoadAvatarHeader")
         data = assembler.finish()
         start = time.perf_counter()
-        avatar = await asyncio.to_thread(parse_asset, header.avatar_id, header.display_name, data)
+        avatar = await asyncio.to_thread(
+            parse_asset, header.avatar_id, header.display_name, data, "chunk.data", self.registry.templates
+        )
         self.registry.add(avatar, replace=header.replace)
         self.metrics.scene_load_seconds.observe(time.perf_counter() - start)
         self.metrics.gaussians.observe(len(avatar.asset.gaussians))
@@ -123,8 +134,13 @@ def avatars_dir() -> Path:
     return Path(os.environ.get(AVATARS_DIR_ENV, DEFAULT_AVATARS_DIR))
 
 
+def templates_dir() -> Path:
+    configured = os.environ.get(TEMPLATES_DIR_ENV)
+    return Path(configured) if configured else avatars_dir().parent / "templates"
+
+
 def register(server: aio.Server, runtime: ServiceRuntime) -> None:
-    servicer = AvatarServicer(create_metrics(runtime.registry), avatars_dir())
+    servicer = AvatarServicer(create_metrics(runtime.registry), avatars_dir(), templates_dir=templates_dir())
     runtime.avatar_servicer = servicer  # type: ignore[attr-defined] - handle for warm-up and tests
     avatar_pb2_grpc.add_AvatarServiceServicer_to_server(servicer, server)
 

@@ -64,7 +64,7 @@ def _animate(
     config = avatar_pb2.AnimateConfig(
         avatar_id=avatar_id,
         fps=fps,
-        max_queued_frames=256,  # a file writer reads everything; never drop
+        pacing=avatar_pb2.PACING_OFFLINE,  # a file writer wants every frame: wait, never drop
         settings=avatar_pb2.RenderSettings(
             width=size, height=size, encoding=avatar_pb2.FRAME_ENCODING_RAW_RGB8
         ),

