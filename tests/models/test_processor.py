@@ -125,6 +125,8 @@ def test_bad_inputs_raise_value_error(processor: AVTinyProcessor) -> None:
         build(processor, frames=SAMPLE.frames[:, :20, :20])
     with pytest.raises(ValueError, match="first_timestamp"):
         build(processor, first_timestamp=processor.max_timestamp - 2)
+    with pytest.raises(ValueError, match="at most 16 patches per side"):
+        build(processor, frames=np.zeros((2, 8, 17 * 8, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="video_codebook"):
         AVTinyProcessor(torch.zeros(4, 5), processor.audio_codebook)
 
