@@ -137,3 +137,18 @@ def test_curriculum_starts_with_short_small_clips() -> None:
     assert next(stream)[0].scene.config.n_frames == TRAIN_FRAMES[0]
     with pytest.raises(ValueError, match="difficulty"):
         training_config(rng, 1.5)
+
+
+def test_family_weights_steer_the_questions_drawn() -> None:
+    only_text = next(
+        training_batches(seed=2, questions_per_sample=6, batch_size=2, family_weights=(0, 0, 0, 0, 1))
+    )
+    assert {q.family for s in only_text for q in s.questions} == {"text"}
+    mostly_audio = next(
+        training_batches(seed=2, questions_per_sample=40, batch_size=1, family_weights=(1, 20, 1, 1, 1))
+    )
+    families = [q.family for q in mostly_audio[0].questions]
+    assert families.count("audio_recall") > len(families) / 2
+    for bad in ((1, 1), (0, 0, 0, 0, 0), (1, -1, 1, 1, 1)):
+        with pytest.raises(ValueError, match="family_weights"):
+            next(training_batches(seed=0, family_weights=bad))

@@ -67,6 +67,7 @@ class TrainConfig:
     warmup_steps: int = 150
     curriculum_steps: int = 600
     lm_loss_weight: float = 0.3
+    family_weights: tuple[float, ...] | None = None
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     video_codes: int = 64
@@ -188,6 +189,7 @@ def batches(
         config.batch_size,
         curriculum_batches=config.curriculum_steps,
         first_batch=start_step,
+        family_weights=config.family_weights,
     )
     for samples in stream:
         yield collate([encode_example(processor, sample) for sample in samples], pad)

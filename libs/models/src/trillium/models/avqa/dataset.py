@@ -93,13 +93,24 @@ def training_batches(
     *,
     curriculum_batches: int = 0,
     first_batch: int = 0,
+    family_weights: tuple[float, ...] | None = None,
 ) -> Iterator[list[Sample]]:
     """Endless stream of training batches; the clips of one batch share their knob values (so they
     have nearly equal prompt lengths) and each clip gets ``questions_per_sample`` random questions.
 
     During the first ``curriculum_batches`` batches the difficulty grows linearly from 0 to 1
-    (``first_batch`` is the index of the first yielded batch, for resumed runs).
+    (``first_batch`` is the index of the first yielded batch, for resumed runs). Question families
+    are drawn with probabilities proportional to ``family_weights`` (one per entry of ``FAMILIES``;
+    uniform if None).
     """
+    if family_weights is not None and (
+        len(family_weights) != len(FAMILIES) or min(family_weights) < 0 or sum(family_weights) <= 0
+    ):
+        raise ValueError(
+            f"family_weights must hold {len(FAMILIES)} non-negative weights, not all zero, "
+            f"got {family_weights}"
+        )
+    probabilities = None if family_weights is None else np.asarray(family_weights) / sum(family_weights)
     rng = np.random.default_rng([seed, TRAIN_SEED_OFFSET])
     index = 0
     batch_number = first_batch
@@ -109,9 +120,12 @@ def training_batches(
         config = training_config(rng, difficulty)
         batch = []
         for _ in range(batch_size):
-            families = tuple(
-                FAMILIES[int(i)] for i in rng.integers(0, len(FAMILIES), size=questions_per_sample)
+            drawn = (
+                rng.integers(0, len(FAMILIES), size=questions_per_sample)
+                if probabilities is None
+                else rng.choice(len(FAMILIES), size=questions_per_sample, p=probabilities)
             )
+            families = tuple(FAMILIES[int(i)] for i in drawn)
             batch.append(make_sample(config, TRAIN_SEED_OFFSET + seed * 100_000_007 + index, families))
             index += 1
         yield batch
