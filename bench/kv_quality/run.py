@@ -48,7 +48,10 @@ MAX_NEW_TOKENS = 3
 
 @dataclass
 class Prompt:
+    """One held-out question: the processor's inputs, their embeddings (computed once) and the answer."""
+
     inputs: AVInputs
+    embeds: torch.Tensor
     family: str
     answer: list[str]
 
@@ -59,10 +62,6 @@ class Prompt:
     @property
     def layout(self):
         return self.inputs.layout
-
-    def embeds(self, model) -> torch.Tensor:
-        """``[1, L, hidden]`` prompt embeddings (token + auxiliary ids, see av-tiny's processor)."""
-        return embed_inputs(model, self.inputs.input_ids, self.inputs.aux_ids)
 
 
 @dataclass
@@ -86,12 +85,14 @@ class Tally:
         return out
 
 
-def build_prompts(processor, per_family: int) -> list[Prompt]:
+@torch.no_grad()
+def build_prompts(model, processor, per_family: int) -> list[Prompt]:
     prompts = []
     for sample in heldout_samples(per_family):
         inputs = sample_inputs(processor, sample, 0)
         question = sample.questions[0]
-        prompts.append(Prompt(inputs, question.family, list(question.answer)))
+        embeds = embed_inputs(model, inputs.input_ids, inputs.aux_ids)
+        prompts.append(Prompt(inputs, embeds, question.family, list(question.answer)))
     return prompts
 
 
@@ -101,7 +102,7 @@ def run_trillium(model, processor, prompts, policy) -> Tally:
     for prompt in prompts:
         result = generate_with_policy(
             model,
-            inputs_embeds=prompt.embeds(model),
+            inputs_embeds=prompt.embeds,
             layout=prompt.layout,
             policy=policy,
             max_new_tokens=MAX_NEW_TOKENS,
@@ -135,8 +136,7 @@ def run_full(model, processor, prompts) -> Tally:
     for prompt in prompts:
         cache = DynamicCache(config=model.config)
         started = time.perf_counter()
-        embeds = prompt.embeds(model)
-        out = model(inputs_embeds=embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(inputs_embeds=prompt.embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
         tally.prefill_s += (time.perf_counter() - started) / len(prompts)
         tally.kv_bytes += sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers) / len(
             prompts
@@ -204,7 +204,7 @@ def attention_observations(model, prompts, limit: int = 20) -> dict[str, list[fl
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * model.config.num_hidden_layers)
     used = prompts[:limit]
     for prompt in used:
-        attentions = model(inputs_embeds=prompt.embeds(model), output_attentions=True).attentions
+        attentions = model(inputs_embeds=prompt.embeds, output_attentions=True).attentions
         modality = prompt.layout.modality
         question = torch.nonzero(prompt.layout.segment == prompt.layout.segment.max()).flatten()
         same = modality[:, None] == modality[None, :]
@@ -263,7 +263,7 @@ def main() -> None:
 
     model, processor = load_av_tiny(args.model)
     model.eval()
-    prompts = build_prompts(processor, args.per_family)
+    prompts = build_prompts(model, processor, args.per_family)
     run_full(model, processor, prompts[:1])  # warm-up (first-call allocations), not reported
     full = run_full(model, processor, prompts)
     rows = tally_rows("trillium", "full", 1.0, full, full)

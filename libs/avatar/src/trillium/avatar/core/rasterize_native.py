@@ -66,42 +66,11 @@ def _load_library() -> ctypes.CDLL:
             os.replace(tmp, target)
     lib = ctypes.CDLL(str(target))
     i32, ptr = ctypes.c_int32, ctypes.c_void_p
-    lib.trl_rasterize_forward.argtypes = [
-        i32,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        i32,
-        i32,
-        i32,
-        i32,
-        ptr,
-        ptr,
-        ptr,
-        i32,
-    ]
+    # Shared leading arguments: m, 6 per-Gaussian arrays, channels, width, height, tile size, 3 image arrays.
+    common = [i32, *[ptr] * 6, *[i32] * 4, *[ptr] * 3]
+    lib.trl_rasterize_forward.argtypes = [*common, i32]
     lib.trl_rasterize_forward.restype = ctypes.c_int64
-    lib.trl_rasterize_backward.argtypes = [
-        i32,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-        i32,
-        i32,
-        i32,
-        i32,
-        ptr,
-        ptr,
-        ptr,
-        ptr,
-    ]
-    lib.trl_rasterize_backward.argtypes += [i32, ptr, ptr, ptr, ptr, i32]
+    lib.trl_rasterize_backward.argtypes = [*common, ptr, i32, ptr, ptr, ptr, ptr, i32]
     lib.trl_rasterize_backward.restype = ctypes.c_int64
     return lib
 
