@@ -375,3 +375,35 @@ def test_generation_result_times_prefill_and_decode(tiny_qwen2):
     assert len(result.tokens) == 5
     assert result.prefill_seconds > 0 and result.decode_seconds > 0
     assert result.decode_seconds_per_token == pytest.approx(result.decode_seconds / 4)
+
+
+def test_streaming_callbacks_see_every_token_and_can_stop(tiny_qwen2, av_prompt, av_layout):
+    """``on_prefill`` fires once before the first token with the report; ``on_token`` sees every
+    token as it is chosen; returning False stops right after that token; without callbacks the
+    output is unchanged."""
+    from trillium.kvcompress import generate_with_policy, make_policy
+
+    kwargs = {"layout": av_layout, "max_new_tokens": 6, "show_progress": False}
+    plain = generate_with_policy(tiny_qwen2, av_prompt, policy=make_policy("snapkv", budget=0.3), **kwargs)
+    events: list = []
+    streamed = generate_with_policy(
+        tiny_qwen2,
+        av_prompt,
+        policy=make_policy("snapkv", budget=0.3),
+        on_prefill=lambda report, seconds: events.append(("prefill", report.prompt_length, seconds)),
+        on_token=lambda token: events.append(("token", token)),
+        **kwargs,
+    )
+    assert streamed.tokens.tolist() == plain.tokens.tolist()
+    assert events[0][:2] == ("prefill", len(av_layout)) and events[0][2] > 0
+    assert [e[1] for e in events[1:]] == plain.tokens.tolist()
+    seen: list[int] = []
+    stopped = generate_with_policy(
+        tiny_qwen2,
+        av_prompt,
+        policy=make_policy("snapkv", budget=0.3),
+        on_token=lambda token: seen.append(token) or len(seen) < 2,
+        **kwargs,
+    )
+    assert stopped.tokens.tolist() == plain.tokens.tolist()[:2] == seen
+    assert not stopped.stopped_by_eos

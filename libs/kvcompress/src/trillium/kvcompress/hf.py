@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -326,6 +326,8 @@ def generate_with_policy(
     seed: int | None = None,
     show_progress: bool = True,
     return_logits: bool = False,
+    on_prefill: Callable[[CompressionReport, float], None] | None = None,
+    on_token: Callable[[int], bool | None] | None = None,
     **model_inputs: Any,
 ) -> GenerationResult:
     """Prefill with ``policy`` compressing the cache, then decode up to ``max_new_tokens`` tokens.
@@ -341,6 +343,11 @@ def generate_with_policy(
         temperature: 0 = greedy; > 0 samples (with ``top_p`` nucleus filtering, ``seed``).
         show_progress: tqdm bar over decode steps.
         return_logits: also return the logits of every generated token.
+        on_prefill: called once after the prefill (compression done) with the report and the
+            prefill seconds, before the first token is chosen; for streaming servers.
+        on_token: called with every generated token id as soon as it is chosen (eos included);
+            returning ``False`` stops generation after that token (the token stays in the result).
+            Without callbacks the behaviour is unchanged.
         **model_inputs: extra prefill inputs (``pixel_values``, ``image_grid_thw``,
             ``mm_token_type_ids``...). For Qwen2-VL, ``mm_token_type_ids`` is derived from the layout
             when missing (without it Qwen2.5-VL silently skips M-RoPE).
@@ -377,14 +384,19 @@ def generate_with_policy(
             **model_inputs,
         )
         prefill_seconds = time.perf_counter() - started
+        if on_prefill is not None:
+            on_prefill(session.report, prefill_seconds)
         decode_seconds = 0.0
         for step in tqdm(range(max_new_tokens), desc="decode", disable=not show_progress, leave=False):
             token = _choose_token(out.logits[0, -1], temperature, top_p, generator)
             tokens.append(token)
             if return_logits:
                 logits.append(out.logits[0, -1].float())
+            proceed = on_token is None or on_token(token) is not False
             if token in eos:
                 stopped = True
+                break
+            if not proceed:
                 break
             if step + 1 == max_new_tokens:
                 break
