@@ -130,10 +130,11 @@ def test_bad_session_ids_are_invalid_argument(stub, session_id):
     assert info.value.details().startswith("session_id:")
 
 
-def test_generate_is_not_served_yet(stub):
+def test_generate_on_a_model_without_weights_is_failed_precondition(stub):
     with pytest.raises(grpc.RpcError) as info:
         list(stub.Generate(inference_pb2.GenerateRequest(model="tiny")))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.details().startswith("model:")
 
 
 @pytest.mark.parametrize(

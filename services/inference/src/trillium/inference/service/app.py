@@ -7,6 +7,7 @@ from importlib.metadata import version
 from grpc import aio
 
 from trillium.inference.service.catalogue import default_models_dir
+from trillium.inference.service.metrics import create_metrics
 from trillium.inference.service.servicer import InferenceServicer
 from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
 from trillium.servicekit.server import ServiceDefinition, ServiceRuntime
@@ -16,7 +17,7 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].ful
 
 
 def register(server: aio.Server, runtime: ServiceRuntime) -> None:
-    servicer = InferenceServicer(runtime.sessions, default_models_dir())
+    servicer = InferenceServicer(runtime.sessions, default_models_dir(), create_metrics(runtime.registry))
     inference_pb2_grpc.add_InferenceServiceServicer_to_server(servicer, server)
 
 

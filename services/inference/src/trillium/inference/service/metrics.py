@@ -96,6 +96,7 @@ class InferenceMetrics:
     kv_tokens_kept: Counter
     kv_tokens_seen: Counter
     kv_compression_seconds: Histogram
+    prefill_seconds: Histogram
     prefix_cache_queries: Counter
     prefix_cache_hits: Counter
     backend_request_seconds: Histogram
@@ -158,6 +159,12 @@ class InferenceMetrics:
                 "Time spent compressing the KV cache.",
                 ("policy",),
                 COMPRESSION_BUCKETS,
+            ),
+            prefill_seconds=histogram(
+                "inference_prefill_seconds",
+                "Prompt forward pass, compression included.",
+                ("policy",),
+                TTFT_BUCKETS,
             ),
             prefix_cache_queries=counter(
                 "inference_prefix_cache_queries", "Session cache look-ups.", ("model",)

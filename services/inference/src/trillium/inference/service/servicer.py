@@ -1,19 +1,58 @@
 """InferenceService over gRPC: a thin layer over kvcompress, the model catalogue and the session store.
 
-Generation itself (Generate) is not served yet: the base servicer answers UNIMPLEMENTED for it.
+``Generate`` streams one ``PrefillSummary`` (from the kvcompress report), then one ``TokenDelta`` per
+generated token, then one ``GenerationFinished``. The request is checked before any model work
+(errors name the field: INVALID_ARGUMENT; unknown model: NOT_FOUND; a model without a processor:
+FAILED_PRECONDITION); the model is loaded on first use (:mod:`.runtime`), the segments become the
+model's prompt (:mod:`.inputs`), and prefill + decode run on a worker thread, one generation at a
+time per model, so the event loop stays free. ``eos`` or a stop string ends with STOP (the eos token
+is counted in ``usage`` but not streamed; the delta that completes a stop string is streamed),
+``max_new_tokens`` with LENGTH; a client that cancels stops the worker at its next token (ABORT in
+the metrics).
+
+Sessions: with ``session_id`` set, the session's Redis metadata is read before generation (Redis down
+-> UNAVAILABLE, nothing generated) and written in one MULTI after it, so GetSession shows it. Each
+turn re-prefills its own segments (the KV cache is not reused across turns); the session records the
+accounting: ``turns``, cumulative ``original_tokens``/``kept_tokens`` and per-modality
+``seen_<m>``/``kept_<m>``, and ``next_position`` = the last turn's prompt + generated tokens.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from trillium.common.v1 import usage_pb2
 from trillium.inference.service.catalogue import scan_models
-from trillium.inference.service.policies import list_policies_response
+from trillium.inference.service.generation import (
+    DecodeSettings,
+    compression_summary,
+    decode_settings,
+    ends_with_stop,
+    kept_tokens,
+    per_modality,
+)
+from trillium.inference.service.inputs import build_av_inputs
+from trillium.inference.service.metrics import InferenceMetrics
+from trillium.inference.service.policies import list_policies_response, policy_from_request
+from trillium.inference.service.runtime import Finished, LoadedModel, ModelRuntime, Prefilled, Token
 from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
-from trillium.servicekit.errors import NotFoundError, UnavailableError, ValidationError
+from trillium.kvcompress.policies.base import Policy
+from trillium.kvcompress.report import CompressionReport
+from trillium.models.av_tiny import AVInputs
+from trillium.servicekit.errors import (
+    FailedPreconditionError,
+    NotFoundError,
+    UnavailableError,
+    ValidationError,
+)
 from trillium.servicekit.redis_store import SessionStore, validate_session_id
 
 _MODALITY_BY_LABEL = {"text": 1, "image": 2, "video": 3, "audio": 4}
@@ -54,10 +93,94 @@ def session_message(session_id: str, meta: dict[str, str], ttl_seconds: int) -> 
     )
 
 
+FINISH_STOP = inference_pb2.FINISH_REASON_STOP
+FINISH_LABELS = {
+    inference_pb2.FINISH_REASON_STOP: "stop",
+    inference_pb2.FINISH_REASON_LENGTH: "length",
+    inference_pb2.FINISH_REASON_ABORT: "abort",
+}
+
+
+def session_update(
+    previous: dict[str, str] | None, model: str, policy: str, report: CompressionReport, completion: int
+) -> dict[str, str | int | float]:
+    """The meta fields of a session after one more turn (accounting as in the module docstring)."""
+    previous = previous or {}
+
+    def plus(name: str, value: int) -> int:
+        return int(previous.get(name, 0)) + value
+
+    fields: dict[str, str | int | float] = {
+        "model": model,
+        "policy": policy,
+        "original_tokens": plus("original_tokens", report.prompt_length),
+        "kept_tokens": plus("kept_tokens", kept_tokens(report)),
+        "next_position": report.prompt_length + completion,
+        "turns": plus("turns", 1),
+        "owner_pod": socket.gethostname(),
+    }
+    for label, (seen, kept) in per_modality(report).items():
+        fields[f"seen_{label}"] = plus(f"seen_{label}", seen)
+        fields[f"kept_{label}"] = plus(f"kept_{label}", kept)
+    return fields
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One generation's model, prompt, policy (None = full cache) and decode settings."""
+
+    loaded: LoadedModel
+    inputs: AVInputs
+    policy: Policy | None
+    settings: DecodeSettings
+
+
+@dataclass
+class _Progress:
+    """What one Generate call has seen so far (for timing, usage and metrics)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    queue_seconds: float = 0.0
+    report: CompressionReport | None = None
+    prefill_seconds: float = 0.0
+    prefilled_at: float = 0.0
+    token_times: list[float] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    finish: int = inference_pb2.FINISH_REASON_UNSPECIFIED
+
+    @property
+    def generated(self) -> int:
+        return len(self.token_times)
+
+    def timing(self) -> usage_pb2.Timing:
+        now = time.perf_counter()
+        first = self.token_times[0] if self.token_times else now
+        last = self.token_times[-1] if self.token_times else now
+        return usage_pb2.Timing(
+            queue_seconds=self.queue_seconds,
+            prefill_seconds=self.prefill_seconds,
+            compression_seconds=self.report.compress_seconds if self.report else 0.0,
+            decode_seconds=max(last - self.prefilled_at, 0.0) if self.prefilled_at else 0.0,
+            total_seconds=now - self.started,
+            time_to_first_token_seconds=first - self.started,
+            time_per_output_token_seconds=(last - first) / (self.generated - 1)
+            if self.generated > 1
+            else 0.0,
+        )
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, sessions: SessionStore | None, models_dir: Path) -> None:
+    def __init__(
+        self,
+        sessions: SessionStore | None,
+        models_dir: Path,
+        metrics: InferenceMetrics | None = None,
+        runtime: ModelRuntime | None = None,
+    ) -> None:
         self.sessions = sessions
         self.models_dir = models_dir
+        self.metrics = metrics
+        self.runtime = runtime or ModelRuntime(models_dir)
         self._policies = list_policies_response()
 
     def _store(self) -> SessionStore:
@@ -92,3 +215,150 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         session_id = self._session_id(request.session_id)
         deleted = await self._store().delete(session_id, timeout=context.time_remaining())
         return inference_pb2.DeleteSessionResponse(deleted=deleted)
+
+    async def _previous_session(self, session_id: str, model: str, context) -> dict[str, str] | None:
+        meta = await self._store().get_meta(session_id, timeout=context.time_remaining())
+        if meta is not None and meta.get("model", model) != model:
+            raise FailedPreconditionError(
+                f"session {session_id!r} belongs to model {meta['model']!r}", field="model"
+            )
+        return meta
+
+    async def Generate(self, request, context):
+        progress = _Progress()
+        if not request.model:
+            raise ValidationError("model", "must name a model from ListModels")
+        session_id = self._session_id(request.session_id) if request.session_id else ""
+        policy = policy_from_request(request.compression)
+        if request.compression.sparse_prefill.enabled:
+            raise FailedPreconditionError(
+                "sparse prefill is not served by Generate yet", field="compression.sparse_prefill.enabled"
+            )
+        settings = decode_settings(request.generation)
+        loaded = await self.runtime.get(request.model)
+        inputs = await asyncio.to_thread(build_av_inputs, loaded.processor, list(request.segments))
+        previous = await self._previous_session(session_id, request.model, context) if session_id else None
+        policy_name = request.compression.policy or "none"
+        responses = self._stream(_Job(loaded, inputs, policy, settings), request, progress)
+        try:
+            async with contextlib.aclosing(responses):
+                async for response in responses:
+                    yield response
+        finally:
+            if progress.finish == inference_pb2.FINISH_REASON_UNSPECIFIED:
+                progress.finish = inference_pb2.FINISH_REASON_ABORT
+            self._record_finish(request.model, progress)
+        if session_id:
+            fields = session_update(previous, request.model, policy_name, progress.report, progress.generated)
+            await self._store().put_meta(session_id, fields, timeout=context.time_remaining())
+        completion = progress.generated
+        prompt = progress.report.prompt_length
+        yield inference_pb2.GenerateResponse(
+            finished=inference_pb2.GenerationFinished(
+                finish_reason=progress.finish,
+                usage=usage_pb2.Usage(
+                    prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+                ),
+                timing=progress.timing(),
+            )
+        )
+
+    async def _stream(self, job: _Job, request, progress: _Progress):
+        """Prefill and delta messages; sets ``progress.finish`` when generation ends normally."""
+        policy_name = request.compression.policy or "none"
+        waiting = [True]
+
+        def started(queue_seconds: float) -> None:
+            progress.queue_seconds = queue_seconds
+            waiting[0] = False
+            if self.metrics:
+                self.metrics.request_queue_time.labels(request.model).observe(queue_seconds)
+                self.metrics.requests_waiting.dec()
+                self.metrics.requests_running.inc()
+
+        if self.metrics:
+            self.metrics.requests_waiting.inc()
+        try:
+            events = job.loaded.stream(job.inputs, job.policy, job.settings, on_started=started)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if isinstance(event, Prefilled):
+                        yield self._prefilled(event, request, policy_name, progress)
+                    elif isinstance(event, Token):
+                        delta = self._token(event, job.loaded, request, progress)
+                        if delta is not None:
+                            yield delta
+                        if ends_with_stop(" ".join(progress.texts), job.settings.stop):
+                            progress.finish = inference_pb2.FINISH_REASON_STOP
+                            return
+                    elif isinstance(event, Finished):
+                        stopped = event.result.stopped_by_eos
+                        progress.finish = (
+                            inference_pb2.FINISH_REASON_STOP
+                            if stopped
+                            else inference_pb2.FINISH_REASON_LENGTH
+                        )
+        finally:
+            if self.metrics:
+                (self.metrics.requests_waiting if waiting[0] else self.metrics.requests_running).dec()
+
+    def _prefilled(self, event: Prefilled, request, policy_name: str, progress: _Progress):
+        progress.report, progress.prefill_seconds = event.report, event.seconds
+        progress.prefilled_at = time.perf_counter()
+        self._record_prefill(request.model, policy_name, event)
+        return inference_pb2.GenerateResponse(
+            prefill=inference_pb2.PrefillSummary(
+                session_id=request.session_id,
+                model=request.model,
+                prompt_tokens=event.report.prompt_length,
+                compression=compression_summary(event.report, policy_name),
+                prefill_seconds=event.seconds,
+            )
+        )
+
+    def _token(self, event: Token, loaded: LoadedModel, request, progress: _Progress):
+        now = time.perf_counter()
+        if self.metrics:
+            if progress.token_times:
+                self.metrics.inter_token_latency.labels(request.model).observe(now - progress.token_times[-1])
+            else:
+                self.metrics.time_to_first_token.labels(request.model).observe(now - progress.started)
+        progress.token_times.append(now)
+        if event.token_id == loaded.eos_token_id:
+            return None
+        text = loaded.token_text(event.token_id)
+        progress.texts.append(text)
+        return inference_pb2.GenerateResponse(
+            delta=inference_pb2.TokenDelta(
+                index=len(progress.texts) - 1,
+                text=text,
+                token_ids=[event.token_id] if request.return_token_ids else [],
+            )
+        )
+
+    def _record_prefill(self, model: str, policy: str, event: Prefilled) -> None:
+        """Prompt, prefill and KV metrics; bytes are split over modalities by their token shares."""
+        if not self.metrics:
+            return
+        m, report = self.metrics, event.report
+        m.prompt_tokens.labels(model).inc(report.prompt_length)
+        m.prefill_seconds.labels(policy).observe(event.seconds)
+        m.kv_compression_seconds.labels(policy).observe(report.compress_seconds)
+        m.backend_request_seconds.labels("local").observe(event.seconds)
+        kept_entries = report.kept_per_modality
+        total_kept = max(sum(kept_entries.values()), 1)
+        for label, (seen, kept) in per_modality(report).items():
+            m.kv_tokens_seen.labels(label, policy).inc(seen)
+            m.kv_tokens_kept.labels(label, policy).inc(kept)
+            m.kv_raw_bytes.labels(label, policy).inc(
+                report.bytes_before * seen / max(report.prompt_length, 1)
+            )
+            share = kept_entries.get(label, 0) / total_kept
+            m.kv_compressed_bytes.labels(label, policy).inc(report.bytes_after * share)
+
+    def _record_finish(self, model: str, progress: _Progress) -> None:
+        if not self.metrics:
+            return
+        self.metrics.generation_tokens.labels(model).inc(progress.generated)
+        self.metrics.requests.labels(model, FINISH_LABELS[progress.finish]).inc()
+        self.metrics.e2e_request_latency.labels(model).observe(time.perf_counter() - progress.started)
