@@ -162,6 +162,14 @@ def test_audio_between_frames_and_non_video_rows_are_dense() -> None:
     assert rows[5].tolist() == [1, 0, 0, 0, 1, 1]  # frame 3 keeps frame 2 only
 
 
+def test_prompt_without_video_is_dense_causal() -> None:
+    modality = torch.tensor([TEXT] * 20 + [AUDIO] * 12)
+    frames = torch.full((32,), -1)
+    q, k, _ = random_qkv(32, seed=5)
+    plan = build_sparse_prefill_plan(q, k, modality, frames, STSparseParams(block_size=8, gamma=0.0))
+    assert torch.equal(plan.block_mask[0, 0], torch.ones(4, 4, dtype=torch.bool).tril())
+
+
 def test_plan_from_block_mask_and_token_density() -> None:
     block_mask = torch.eye(3, dtype=torch.bool).expand(1, 1, 3, 3)
     plan = SparsePrefillPlan.from_block_mask(block_mask, block_size=4, seq_len=10)

@@ -323,6 +323,9 @@ def _duplicate_tiles(
     """
     batch, heads, num_frames = duplicates.shape
     num_blocks = layout.dense_query.shape[0]
+    if num_frames == 0:  # no video frame: nothing is a duplicate or a representative
+        none = torch.zeros(batch, heads, num_blocks, dtype=torch.bool, device=duplicates.device)
+        return none, none.clone()
     frame_ids = torch.arange(num_frames, device=duplicates.device)
     run_start = torch.cummax(torch.where(duplicates, 0, frame_ids), dim=-1).values
     duplicates_per_run = torch.zeros(duplicates.shape, dtype=torch.long, device=duplicates.device)
