@@ -16,18 +16,23 @@ import pytest
 import torch
 from PIL import Image
 
-from trillium.common.v1 import media_pb2
+from trillium.common.v1 import media_pb2, values_pb2
 from trillium.inference.service.app import build_definition
 from trillium.inference.service.catalogue import MODELS_DIR_ENV
 from trillium.inference.service.generation import decode_settings
 from trillium.inference.service.inputs import build_av_inputs
 from trillium.inference.service.runtime import MAX_EVENTS_AHEAD, ModelRuntime, Prefilled, Token
+from trillium.inference.service.sparse import MAX_BLOCK_SIZE
 from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
 from trillium.kvcompress import generate_with_policy, make_policy
+from trillium.kvcompress.policies.composed import ComposedPolicy
+from trillium.kvcompress.policies.st_sparse import STSparsePrefill
+from trillium.kvcompress.sparse_prefill import STSparseParams
 from trillium.models.av_tiny import AVTinyProcessor, DecoderSize, build_model, embed_inputs
 from trillium.models.av_tiny.features import FeatureConfig
 from trillium.servicekit.background import BackgroundService
 from trillium.servicekit.client import open_sync_channel
+from trillium.servicekit.parameters import to_parameter
 from trillium.servicekit.settings import ServiceSettings
 from trillium.servicekit.testing import RedisServer
 
@@ -91,6 +96,19 @@ def request(**overrides) -> inference_pb2.GenerateRequest:
     }
     fields.update(overrides)
     return inference_pb2.GenerateRequest(**fields)
+
+
+def sparse_config(
+    policy: str = "snapkv", enabled: bool = True, **parameters
+) -> inference_pb2.CompressionConfig:
+    """A compression config with ST-SpAttn sparse prefill and the given ``STSparseParams`` values."""
+    return inference_pb2.CompressionConfig(
+        policy=policy,
+        budget={"ratio": 0.5} if policy != "none" else None,
+        sparse_prefill=inference_pb2.SparsePrefill(
+            enabled=enabled, parameters={k: to_parameter(v) for k, v in parameters.items()}
+        ),
+    )
 
 
 def split(responses) -> tuple[list[str], list, list, list]:
@@ -273,12 +291,53 @@ def _raw_image(**fields) -> media_pb2.Image:
         ),
         ({"session_id": "has space"}, grpc.StatusCode.INVALID_ARGUMENT, "session_id"),
         (
-            {
-                "compression": inference_pb2.CompressionConfig(
-                    policy="snapkv", budget={"ratio": 0.5}, sparse_prefill={"enabled": True}
-                )
-            },
-            grpc.StatusCode.FAILED_PRECONDITION,
+            {"compression": sparse_config(blocksize=4)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.blocksize",
+        ),
+        (
+            {"compression": sparse_config(block_size=1.5)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.block_size",
+        ),
+        (
+            {"compression": sparse_config(block_size=0)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.block_size",
+        ),
+        (
+            {"compression": sparse_config(block_size=10**12)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.block_size",
+        ),
+        (
+            {"compression": sparse_config(gamma=1.5)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.gamma",
+        ),
+        (
+            {"compression": sparse_config(delta=float("nan"))},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.delta",
+        ),
+        (
+            {"compression": sparse_config(duplicate_source="pixels")},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.duplicate_source",
+        ),
+        (
+            {"compression": sparse_config(backend="flex")},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.backend",
+        ),
+        (
+            {"compression": sparse_config(enabled=False, gamma="high")},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "compression.sparse_prefill.parameters.gamma",
+        ),
+        (
+            {"compression": sparse_config(policy="h2o")},
+            grpc.StatusCode.INVALID_ARGUMENT,
             "compression.sparse_prefill.enabled",
         ),
         ({"segments": []}, grpc.StatusCode.INVALID_ARGUMENT, "segments"),
@@ -430,3 +489,70 @@ def test_a_session_of_another_model_is_failed_precondition(stub, redis_server):
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert info.value.details().startswith("model:")
     assert stub.GetSession(inference_pb2.GetSessionRequest(session_id="chat-other")).turns == 3
+
+
+def test_sparse_prefill_reports_the_librarys_density(stub, direct):
+    """12 frames, one-token tiles, gamma 0.3, no local frame: ST-SpAttn skips tiles, and the service
+    reports exactly the library's own block density for the same prompt (and decodes the same)."""
+    parameters = {"block_size": 1, "gamma": 0.3, "local_frames": 0}
+    req = request(segments=segments(frames=12), compression=sparse_config(**parameters))
+    _, (prefill,), deltas, _ = split(list(stub.Generate(req, timeout=TIMEOUT)))
+    summary = prefill.compression
+    prefill_attention = STSparsePrefill(STSparseParams(**parameters))
+    composed = ComposedPolicy(base=make_policy("snapkv", budget=0.5), prefill=prefill_attention)
+    expected = direct(req, composed)
+    densities = [plan.block_density() for plan in prefill_attention.plans]
+    assert len(densities) == SIZE.layers
+    assert summary.sparse_prefill and summary.policy == "snapkv"
+    assert 0.0 < summary.prefill_attention_density < 1.0
+    assert summary.prefill_attention_density == pytest.approx(sum(densities) / len(densities), abs=1e-12)
+    assert [d.token_ids[0] for d in deltas] == expected.tokens.tolist()
+    assert summary.tokens_kept == round(expected.report.kept_fraction * expected.report.prompt_length)
+
+
+def test_dense_plan_decodes_like_the_dense_prefill(stub):
+    """gamma >= 1 and delta > 1 keep every causal tile: same greedy tokens as without sparse prefill."""
+    for policy in ("snapkv", "none"):
+        dense_req = request(
+            segments=segments(frames=12),
+            compression=sparse_config(policy=policy, enabled=False),
+        )
+        sparse_req = request(
+            segments=segments(frames=12),
+            compression=sparse_config(policy=policy, block_size=1, gamma=1.0, delta=2.0, local_frames=0),
+        )
+        _, (dense,), dense_deltas, _ = split(list(stub.Generate(dense_req, timeout=TIMEOUT)))
+        _, (sparse,), sparse_deltas, _ = split(list(stub.Generate(sparse_req, timeout=TIMEOUT)))
+        assert not dense.compression.sparse_prefill and dense.compression.prefill_attention_density == 1.0
+        assert sparse.compression.sparse_prefill and sparse.compression.prefill_attention_density == 1.0
+        assert [d.token_ids[0] for d in sparse_deltas] == [d.token_ids[0] for d in dense_deltas]
+        assert sparse.compression.tokens_kept == dense.compression.tokens_kept
+
+
+def test_sparse_prefill_without_video_stays_dense(stub):
+    """No video tokens: every query tile holds text, so ST-SpAttn computes every tile (density 1.0)."""
+    text_only = [
+        inference_pb2.Segment(text="the red square is at the top of the picture " * 4),
+        inference_pb2.Segment(text="where is the square ?"),
+    ]
+    req = request(segments=text_only, compression=sparse_config(block_size=1, gamma=0.1))
+    _, (prefill,), deltas, (finished,) = split(list(stub.Generate(req, timeout=TIMEOUT)))
+    assert prefill.compression.sparse_prefill
+    assert prefill.compression.prefill_attention_density == 1.0
+    assert finished.usage.completion_tokens >= 1
+
+
+def test_sparse_prefill_parameters_are_listed(stub):
+    response = stub.ListCompressionPolicies(inference_pb2.ListCompressionPoliciesRequest())
+    listed = {p.name: p for p in response.sparse_prefill_parameters}
+    defaults = STSparseParams()
+    assert set(listed) == {f for f in STSparseParams.__dataclass_fields__ if f != "backend"}
+    block_size, gamma = listed["block_size"], listed["gamma"]
+    assert block_size.type == values_pb2.PARAMETER_TYPE_INTEGER
+    assert block_size.default_value.integer == defaults.block_size and block_size.minimum == 1
+    assert block_size.maximum == MAX_BLOCK_SIZE and "tile" in block_size.description
+    assert gamma.type == values_pb2.PARAMETER_TYPE_NUMBER and gamma.default_value.number == defaults.gamma
+    assert (gamma.minimum, gamma.maximum) == (0.0, 1.0)
+    assert listed["delta"].default_value.number == defaults.delta and not listed["delta"].HasField("minimum")
+    assert list(listed["duplicate_source"].choices) == ["keys", "values"]
+    assert all(p.description for p in listed.values())

@@ -98,8 +98,11 @@ def per_modality(report: CompressionReport) -> dict[str, tuple[int, int]]:
     return {m: (seen[m], kept[m]) for m in seen}
 
 
-def compression_summary(report: CompressionReport, policy: str) -> inference_pb2.CompressionSummary:
-    """The wire summary of one prefill (``policy`` as the client named it, ``"none"`` for full)."""
+def compression_summary(
+    report: CompressionReport, policy: str, sparse_prefill: bool = False, attention_density: float = 1.0
+) -> inference_pb2.CompressionSummary:
+    """The wire summary of one prefill (``policy`` as the client named it, ``"none"`` for full);
+    ``attention_density`` is the fraction of causal attention tiles the sparse prefill computed."""
     return inference_pb2.CompressionSummary(
         policy=policy,
         tokens_before=report.prompt_length,
@@ -116,6 +119,6 @@ def compression_summary(report: CompressionReport, policy: str) -> inference_pb2
             for i, heads in enumerate(report.kept_per_layer_head)
         ],
         compression_seconds=report.compress_seconds,
-        sparse_prefill=False,
-        prefill_attention_density=1.0,
+        sparse_prefill=sparse_prefill,
+        prefill_attention_density=attention_density,
     )

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from trillium.common.v1 import values_pb2
+from trillium.inference.service.sparse import sparse_prefill_parameters
 from trillium.inference.v1 import inference_pb2
 from trillium.kvcompress.registry import ParameterSpec, PolicySpec, list_policies, make_policy
 from trillium.servicekit.errors import ValidationError
@@ -63,7 +64,11 @@ def policy_info(spec: PolicySpec) -> inference_pb2.PolicyInfo:
 
 
 def list_policies_response() -> inference_pb2.ListCompressionPoliciesResponse:
-    return inference_pb2.ListCompressionPoliciesResponse(policies=[policy_info(s) for s in list_policies()])
+    """Every registered policy, and the sparse-prefill (ST-SpAttn) parameters a request may set."""
+    return inference_pb2.ListCompressionPoliciesResponse(
+        policies=[policy_info(s) for s in list_policies()],
+        sparse_prefill_parameters=[parameter_spec(p) for p in sparse_prefill_parameters()],
+    )
 
 
 def budget_value(config: inference_pb2.CompressionConfig) -> float | int:

@@ -3,9 +3,11 @@
 * :class:`ModelRuntime` loads a model from the models folder on first use (only names the catalogue
   lists), keeps it, and hands out one :class:`LoadedModel` per name. Loading runs on a worker thread.
 * :meth:`LoadedModel.stream` runs ``trillium.kvcompress.hf.generate_with_policy`` on a worker thread
-  and yields :class:`Prefilled`, :class:`Token` and a final :class:`Finished` event to the event loop
-  as they happen. One generation runs at a time per model (an ``asyncio.Lock``; the lock is released
-  by the worker's completion, never before, so a cancelled RPC cannot let two decodes overlap).
+  (with sparse prefill, the policy is ``ComposedPolicy(base=policy, prefill=STSparsePrefill(params))``,
+  the library's own composition of ST-SpAttn with an eviction policy) and yields :class:`Prefilled`,
+  :class:`Token` and a final :class:`Finished` event to the event loop as they happen. One
+  generation runs at a time per model (an ``asyncio.Lock``; the lock is released by the worker's
+  completion, never before, so a cancelled RPC cannot let two decodes overlap).
 * Hand-off is bounded: the worker waits when :data:`MAX_EVENTS_AHEAD` events are not yet taken by the
   consumer, so a consumer that stops reading (client gone) stops the decode within that many
   tokens, and cancellation (``aclose``/task cancel) stops it at the next token — the thread ends,
@@ -26,10 +28,14 @@ import torch
 
 from trillium.inference.service.catalogue import scan_models
 from trillium.inference.service.generation import DecodeSettings
+from trillium.inference.service.sparse import has_video, prefill_density
 from trillium.kvcompress.hf import generate_with_policy
 from trillium.kvcompress.policies.base import Policy
+from trillium.kvcompress.policies.composed import ComposedPolicy
+from trillium.kvcompress.policies.st_sparse import STSparsePrefill
 from trillium.kvcompress.registry import make_policy
 from trillium.kvcompress.report import CompressionReport, GenerationResult
+from trillium.kvcompress.sparse_prefill import STSparseParams
 from trillium.models.av_tiny import AVInputs, AVTinyProcessor, embed_inputs, load_av_tiny
 from trillium.models.av_tiny.processor import PROCESSOR_CONFIG
 from trillium.servicekit.errors import FailedPreconditionError, NotFoundError
@@ -45,8 +51,13 @@ def full_cache_policy() -> Policy:
 
 @dataclass(frozen=True)
 class Prefilled:
+    """The prefill is done; ``sparse``: sparse prefill was requested, ``attention_density``: the
+    fraction of causal attention tiles computed (1.0 for a dense prefill or a prompt without video)."""
+
     report: CompressionReport
     seconds: float
+    sparse: bool = False
+    attention_density: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -122,24 +133,40 @@ class LoadedModel:
         return vocab[token_id] if 0 <= token_id < len(vocab) else "<unk>"
 
     def _generate(
-        self, inputs: AVInputs, policy: Policy | None, settings: DecodeSettings, handoff: _Handoff
+        self,
+        inputs: AVInputs,
+        policy: Policy | None,
+        settings: DecodeSettings,
+        handoff: _Handoff,
+        sparse: STSparseParams | None = None,
     ) -> GenerationResult | None:
         """Worker-thread body: prefill + decode, every event through ``handoff``."""
+        sparse_run = sparse is not None and has_video(inputs.layout)  # else its plan is dense anyway
+        prefill = STSparsePrefill(sparse) if sparse_run else None
+
+        def prefilled(report: CompressionReport, seconds: float) -> None:
+            plans = prefill.plans if prefill is not None else []
+            handoff.put(Prefilled(report, seconds, sparse is not None, prefill_density(plans)))
+            plans.clear()  # the tile masks are not needed past the summary
+
         try:
+            policy = policy or full_cache_policy()
+            if prefill is not None:
+                policy = ComposedPolicy(base=policy, prefill=prefill)
             with torch.no_grad():
                 embeds = embed_inputs(self.model, inputs.input_ids, inputs.aux_ids)
                 result = generate_with_policy(
                     self.model,
                     inputs_embeds=embeds,
                     layout=inputs.layout,
-                    policy=policy or full_cache_policy(),
+                    policy=policy,
                     max_new_tokens=settings.max_new_tokens,
                     eos_token_id=self.eos_token_id,
                     temperature=settings.temperature,
                     top_p=settings.top_p,
                     seed=settings.seed,
                     show_progress=False,
-                    on_prefill=lambda report, seconds: handoff.put(Prefilled(report, seconds)),
+                    on_prefill=prefilled,
                     on_token=lambda token: handoff.put(Token(token)),
                 )
             handoff.put_final(Finished(result))
@@ -154,8 +181,11 @@ class LoadedModel:
         policy: Policy | None,
         settings: DecodeSettings,
         on_started: Callable[[float], None] | None = None,
+        sparse: STSparseParams | None = None,
     ) -> AsyncIterator[Event]:
         """Events of one generation: ``Prefilled``, ``Token``..., ``Finished`` (see module docstring).
+
+        ``sparse`` runs the prefill with ST-SpAttn (PureKV) under ``policy`` (None = full cache).
 
         ``on_started(queue_seconds)`` runs once the model's lock is held. Closing the iterator early
         (client cancelled, stop string) stops the worker at its next token; the model's lock is
@@ -168,7 +198,9 @@ class LoadedModel:
         try:
             if on_started is not None:
                 on_started(time.perf_counter() - queued)
-            self.worker = loop.run_in_executor(None, self._generate, inputs, policy, settings, handoff)
+            self.worker = loop.run_in_executor(
+                None, self._generate, inputs, policy, settings, handoff, sparse
+            )
         except BaseException:
             self.lock.release()
             raise

@@ -10,6 +10,15 @@ is counted in ``usage`` but not streamed; the delta that completes a stop string
 ``max_new_tokens`` with LENGTH; a client that cancels stops the worker at its next token (ABORT in
 the metrics).
 
+Sparse prefill: ``compression.sparse_prefill.enabled`` runs the prompt pass with PureKV's ST-SpAttn
+block-sparse attention (arXiv 2510.25600, ``trillium.kvcompress.sparse_prefill``) under the requested
+eviction policy or the full cache; its ``parameters`` are ``STSparseParams`` fields, listed by
+ListCompressionPolicies and checked like policy parameters (errors name
+``compression.sparse_prefill.parameters.<name>``; see :mod:`.sparse`). ``CompressionSummary`` then
+reports ``sparse_prefill=true`` and ``prefill_attention_density``, the library's fraction of causal
+attention tiles computed, averaged over layers and KV heads: 1.0 for a prompt without video tokens,
+which ST-SpAttn leaves dense. H2O (dense prefill attention weights) cannot be combined with it.
+
 Sessions: with ``session_id`` set, the session's Redis metadata is read before generation (Redis down
 -> UNAVAILABLE, nothing generated) and written in one MULTI after it, so GetSession shows it. Each
 turn re-prefills its own segments (the KV cache is not reused across turns); the session records the
@@ -43,9 +52,14 @@ from trillium.inference.service.inputs import build_av_inputs
 from trillium.inference.service.metrics import InferenceMetrics
 from trillium.inference.service.policies import list_policies_response, policy_from_request
 from trillium.inference.service.runtime import Finished, LoadedModel, ModelRuntime, Prefilled, Token
+from trillium.inference.service.sparse import (
+    check_policy_supports_sparse_prefill,
+    sparse_params_from_request,
+)
 from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
 from trillium.kvcompress.policies.base import Policy
 from trillium.kvcompress.report import CompressionReport
+from trillium.kvcompress.sparse_prefill import STSparseParams
 from trillium.models.av_tiny import AVInputs
 from trillium.servicekit.errors import (
     FailedPreconditionError,
@@ -127,12 +141,14 @@ def session_update(
 
 @dataclass(frozen=True)
 class _Job:
-    """One generation's model, prompt, policy (None = full cache) and decode settings."""
+    """One generation's model, prompt, policy (None = full cache), decode settings and sparse-prefill
+    parameters (None = dense prefill)."""
 
     loaded: LoadedModel
     inputs: AVInputs
     policy: Policy | None
     settings: DecodeSettings
+    sparse: STSparseParams | None = None
 
 
 @dataclass
@@ -230,16 +246,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             raise ValidationError("model", "must name a model from ListModels")
         session_id = self._session_id(request.session_id) if request.session_id else ""
         policy = policy_from_request(request.compression)
-        if request.compression.sparse_prefill.enabled:
-            raise FailedPreconditionError(
-                "sparse prefill is not served by Generate yet", field="compression.sparse_prefill.enabled"
-            )
+        sparse = sparse_params_from_request(request.compression.sparse_prefill)
+        if sparse is not None:
+            check_policy_supports_sparse_prefill(policy, request.compression.policy)
         settings = decode_settings(request.generation)
         loaded = await self.runtime.get(request.model)
         inputs = await asyncio.to_thread(build_av_inputs, loaded.processor, list(request.segments))
         previous = await self._previous_session(session_id, request.model, context) if session_id else None
         policy_name = request.compression.policy or "none"
-        responses = self._stream(_Job(loaded, inputs, policy, settings), request, progress)
+        responses = self._stream(_Job(loaded, inputs, policy, settings, sparse), request, progress)
         try:
             async with contextlib.aclosing(responses):
                 async for response in responses:
@@ -279,7 +294,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if self.metrics:
             self.metrics.requests_waiting.inc()
         try:
-            events = job.loaded.stream(job.inputs, job.policy, job.settings, on_started=started)
+            events = job.loaded.stream(
+                job.inputs, job.policy, job.settings, on_started=started, sparse=job.sparse
+            )
             async with contextlib.aclosing(events):
                 async for event in events:
                     if isinstance(event, Prefilled):
@@ -311,7 +328,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 session_id=request.session_id,
                 model=request.model,
                 prompt_tokens=event.report.prompt_length,
-                compression=compression_summary(event.report, policy_name),
+                compression=compression_summary(
+                    event.report, policy_name, event.sparse, event.attention_density
+                ),
                 prefill_seconds=event.seconds,
             )
         )
