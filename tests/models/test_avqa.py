@@ -33,11 +33,11 @@ def recompute_answer(scene: Scene, question: Question) -> tuple[str, ...]:
     visible = {}
     for track in scene.tracks:
         for offset in range(len(track.cells)):
-            visible[track.start + offset] = (track.colour, track.shape)
+            visible[track.start + offset] = (track.colour, f"{track.colour}-{track.shape}")
     heard = {event.step: event.sound for event in scene.sounds}
     if question.family == "video_recall":
         step = int(question.param("timestamp")) - scene.first_step
-        return visible.get(step, ("nothing",))
+        return (visible[step][1],) if step in visible else ("nothing",)
     if question.family == "audio_recall":
         return (heard.get(int(question.param("timestamp")) - scene.first_step, "silence"),)
     if question.family == "cross_modal":

@@ -84,8 +84,10 @@ def test_token_shift_on_passage_and_answer_slot(processor: AVTinyProcessor) -> N
     ids, aux, segment = inputs.input_ids[0], inputs.aux_ids[0], inputs.layout.segment
     passage = torch.nonzero(segment == 0).flatten()[1:]
     assert torch.equal(aux[passage, 3], ids[passage - 1]) and int(aux[0, 3]) == -1
+    assert torch.equal(aux[passage[1:], 4], ids[passage[1:] - 2]) and int(aux[passage[0], 4]) == -1
     assert int(ids[-1]) == processor.token_id("<answer>") and int(aux[-1, 3]) == int(ids[-2])
-    assert SAMPLE.questions[0].text.split()[-1] == processor.vocab[int(ids[-2])]
+    assert int(aux[-1, 4]) == int(ids[-3])
+    assert SAMPLE.questions[0].text.split()[-2:] == [processor.vocab[int(i)] for i in ids[-3:-1]]
     question = torch.arange(inputs.question_start, len(ids) - 1)
     assert bool((aux[question] == -1).all())
 

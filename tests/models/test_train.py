@@ -7,6 +7,7 @@ import json
 import torch
 
 from trillium.models.av_tiny import load_av_tiny
+from trillium.models.av_tiny.processor import AUX_CHANNELS
 from trillium.models.av_tiny.train import (
     IGNORE_INDEX,
     TrainConfig,
@@ -43,12 +44,13 @@ def test_encode_example_labels_only_answers(processor) -> None:
     assert all(f == -1 for f, y in zip(families, labels, strict=True) if y == IGNORE_INDEX)
     assert ids.count(processor.token_id("<question>")) == len(sample.questions)
     answer_slots = [i for i, t in enumerate(ids) if t == processor.token_id("<answer>")]
-    assert [aux[i][3] for i in answer_slots] == [ids[i - 1] for i in answer_slots]
-    assert all(aux[i] == [-1] * 4 for i, y in enumerate(labels) if y != IGNORE_INDEX)
+    assert [aux[i][3:] for i in answer_slots] == [[ids[i - 1], ids[i - 2]] for i in answer_slots]
+    assert all(aux[i] == [-1] * len(AUX_CHANNELS) for i, y in enumerate(labels) if y != IGNORE_INDEX)
     example = (ids, aux, labels, families)
     batch = collate([example, tuple(part[:10] for part in example)], pad_id=0)
     assert batch["input_ids"].shape == (2, len(ids)) and int(batch["attention_mask"][1].sum()) == 10
-    assert batch["aux_ids"].shape == (2, len(ids), 4) and torch.equal(batch["aux_ids"][0], torch.tensor(aux))
+    assert batch["aux_ids"].shape == (2, len(ids), len(AUX_CHANNELS))
+    assert torch.equal(batch["aux_ids"][0], torch.tensor(aux))
     assert bool((batch["labels"][1, 10:] == IGNORE_INDEX).all()) and bool(
         (batch["aux_ids"][1, 10:] == -1).all()
     )

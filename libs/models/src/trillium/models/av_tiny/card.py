@@ -45,8 +45,9 @@ so that Trillium can measure KV-cache compression losses on a multimodal model i
   and each 200 ms audio step is preceded by a shared timestamp token `<tK>`. The processor also
   returns the kvcompress `TokenLayout` (modality, segment, frame, row, col, time per token) and
   auxiliary ids whose embeddings are added to the token's own: `<tK>` on every media token,
-  `<rI>`/`<cJ>` on video patches (factorised spatio-temporal position embeddings), and the previous
-  token on the text passage and on the `<answer>` slot ("smeared keys", Olsson et al. 2022). Prompts
+  `<rI>`/`<cJ>` on video patches (factorised spatio-temporal position embeddings), and the two
+  previous tokens on the text passage and on the `<answer>` slot ("smeared keys", Olsson et al.
+  2022, widened to two tokens). Prompts
   therefore enter as `inputs_embeds = embed_inputs(model, input_ids, aux_ids)`.
 - Decoder: `Qwen2ForCausalLM`, hidden {size["hidden"]}, {size["layers"]} layers, {size["heads"]} heads,
   {size["kv_heads"]} KV heads, MLP {size["intermediate"]}, RoPE, vocabulary of discrete tokens,
@@ -57,8 +58,8 @@ so that Trillium can measure KV-cache compression losses on a multimodal model i
 ## Data
 AVQA-synth (`trillium.models.avqa`): coloured shapes that appear, move and disappear on a grid,
 sound events of six classes, grey distractor shapes, noise bursts and a short text passage.
-Question families: video recall (`what object was at <tK>` -> colour + shape), audio recall
-(`which sound played at <tK>`), cross-modal (`what colour was the object at the X`), counting
+Question families: video recall (`what object was at <tK>` -> one word, e.g. `red-circle`), audio recall
+(`which sound played during <tK>`), cross-modal (`what colour was the object at the X`), counting
 (`how many times sounded the X`) and text (`what is the KEY`, facts written `KEY VALUE .`).
 Training clips have
 4-16 (even) frames of 24/32/40 px (3x3 to 5x5 patches), 1-6 sound events, 0/1/2/4 distractors and

@@ -3,7 +3,7 @@
 Every modality is a token id (codebook indices, timestamps, words), so the decoder is an unmodified
 transformers architecture: kvcompress, kvpress and ``generate`` apply as they do to any text model.
 Prompts enter as ``inputs_embeds`` = token embedding + the embeddings of the processor's auxiliary
-ids (:func:`embed_inputs`; time, row/column and previous-token, all rows of the same embedding
+ids (:func:`embed_inputs`; time, row/column and the two previous tokens, all rows of the same embedding
 table); generated tokens enter as plain ``input_ids``. Loading is
 ``AutoModelForCausalLM.from_pretrained(path)`` or :func:`load_av_tiny`.
 """
@@ -24,7 +24,7 @@ class DecoderSize:
     """Decoder hyperparameters (Qwen2 family; GQA with ``kv_heads`` < ``heads``)."""
 
     hidden: int = 96
-    layers: int = 4
+    layers: int = 6
     heads: int = 4
     kv_heads: int = 2
     intermediate: int = 256

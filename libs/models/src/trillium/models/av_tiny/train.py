@@ -7,7 +7,7 @@
    subsampled, so rare objects get their own codes).
 2. Train a Qwen2 decoder on prompts holding several questions about one clip (each question
    followed by its answer and ``<eos>``), fed as ``inputs_embeds`` with the processor's auxiliary
-   embeddings (time, row/column, previous token; see :mod:`.processor`). The loss is cross-entropy
+   embeddings (time, row/column, two previous tokens; see :mod:`.processor`). The loss is cross-entropy
    on the answer tokens plus ``lm_loss_weight`` x next-token cross-entropy on every token:
    predicting the next timestamp, the moving object's next patch or the next audio window needs the
    same look-back attention the questions need, and gives dense gradient where answers alone give a
@@ -125,7 +125,7 @@ def fit_processor(config: TrainConfig, progress: bool = True) -> AVTinyProcessor
 
 
 Example = tuple[list[int], list[list[int]], list[int], list[int]]
-"""One encoded training prompt: ids, auxiliary ids (``[L][4]``), labels, family index per position."""
+"""One encoded training prompt: ids, auxiliary ids (``[L][C]``), labels, family index per position."""
 
 
 def encode_example(processor: AVTinyProcessor, sample: Sample) -> Example:
@@ -158,7 +158,7 @@ def encode_example(processor: AVTinyProcessor, sample: Sample) -> Example:
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels``, ``families`` ``[B, L_max]``
-    and ``aux_ids`` ``[B, L_max, 4]``."""
+    and ``aux_ids`` ``[B, L_max, C]``."""
     length = max(len(example[0]) for example in examples)
     size = (len(examples), length)
     batch = {

@@ -17,7 +17,14 @@ from trillium.models.avqa.dataset import (
     training_batches,
     training_config,
 )
-from trillium.models.avqa.questions import FAMILIES, NUMBER_WORDS, Question, answer_question, draw_question
+from trillium.models.avqa.questions import (
+    FAMILIES,
+    NUMBER_WORDS,
+    Question,
+    answer_question,
+    draw_question,
+    object_word,
+)
 from trillium.models.avqa.render import render_audio, render_video
 from trillium.models.avqa.scene import (
     COLOURS,
@@ -37,6 +44,7 @@ from trillium.models.avqa.scene import (
 __all__ = [
     "COLOURS", "FACT_KEYS", "FACT_VALUES", "FAMILIES", "HELDOUT_FRAMES", "MAX_TIMESTAMP", "NUMBER_WORDS",
     "SHAPES", "SOUNDS", "TRAIN_FRAMES", "AVQAConfig", "Fact", "ObjectTrack", "Question", "Sample", "Scene",
-    "SoundEvent", "answer_question", "draw_question", "facts_text", "generate_scene", "heldout_config",
+    "SoundEvent", "answer_question",
+    "object_word", "draw_question", "facts_text", "generate_scene", "heldout_config",
     "heldout_samples", "make_sample", "render_audio", "render_video", "training_config", "training_batches",
 ]  # fmt: skip

@@ -3,7 +3,10 @@
 Timestamps in questions are written as ``<tK>`` with ``K = first_step + step`` — the same marker
 tokens the processor puts in front of each video frame and each audio step. Every question ends with
 its subject (the timestamp, the sound or the fact key), so the answer slot that follows the question
-sees the subject as its previous token (see the processor's token-shift embedding).
+sees the subject as its previous token (see the processor's token-shift embedding); the word before
+a timestamp names the modality asked about (``at <tK>`` for video, ``during <tK>`` for audio), and the
+answer slot sees it as the token before that. Every answer is one word (objects are named
+``colour-shape``, :func:`object_word`), so it is read by the answer slot's own lookup.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from trillium.models.avqa.scene import SOUNDS, Scene
 
 FAMILIES: tuple[str, ...] = ("video_recall", "audio_recall", "cross_modal", "counting", "text")
 NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
+
+
+def object_word(colour: str, shape: str) -> str:
+    """The one-word name of a coloured object, e.g. ``red-circle`` (the video-recall answer)."""
+    return f"{colour}-{shape}"
 
 
 def timestamp_token(timestamp: int) -> str:
@@ -44,7 +52,7 @@ def answer_question(scene: Scene, family: str, params: dict[str, str]) -> tuple[
     """Answer words of question ``family`` with ``params`` on ``scene``."""
     if family == "video_recall":
         track = scene.object_at(int(params["timestamp"]) - scene.first_step)
-        return (track.colour, track.shape) if track is not None else ("nothing",)
+        return (object_word(track.colour, track.shape),) if track is not None else ("nothing",)
     if family == "audio_recall":
         sound = scene.sound_at(int(params["timestamp"]) - scene.first_step)
         return (sound if sound is not None else "silence",)
@@ -82,7 +90,8 @@ def draw_question(scene: Scene, family: str, rng: np.random.Generator) -> Questi
     if family == "audio_recall":
         step = scene.sounds[int(rng.integers(0, len(scene.sounds)))].step
         stamp = timestamp_token(scene.first_step + step)
-        return _make(scene, family, f"which sound played at {stamp}", timestamp=str(scene.first_step + step))
+        text = f"which sound played during {stamp}"
+        return _make(scene, family, text, timestamp=str(scene.first_step + step))
     if family == "cross_modal":
         heard = [e.sound for e in scene.sounds]
         once = [e for e in scene.sounds if heard.count(e.sound) == 1 and scene.object_at(e.step) is not None]
