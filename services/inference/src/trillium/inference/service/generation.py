@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from trillium.inference.service.policies import MODALITY_BY_LABEL
 from trillium.inference.v1 import inference_pb2
 from trillium.kvcompress.report import CompressionReport
 from trillium.servicekit.errors import ValidationError
@@ -19,12 +20,6 @@ DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_CAP = 256
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 256
-MODALITY_BY_LABEL = {
-    "text": inference_pb2.MODALITY_TEXT,
-    "image": inference_pb2.MODALITY_IMAGE,
-    "video": inference_pb2.MODALITY_VIDEO,
-    "audio": inference_pb2.MODALITY_AUDIO,
-}
 
 
 @dataclass(frozen=True)

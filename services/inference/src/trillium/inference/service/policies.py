@@ -14,7 +14,7 @@ from trillium.servicekit.errors import ValidationError
 from trillium.servicekit.parameters import from_parameter, to_parameter
 
 NO_COMPRESSION = ("", "none")
-_MODALITY = {
+MODALITY_BY_LABEL = {  # kvcompress modality label -> wire enum
     "text": inference_pb2.MODALITY_TEXT,
     "image": inference_pb2.MODALITY_IMAGE,
     "video": inference_pb2.MODALITY_VIDEO,
@@ -58,7 +58,7 @@ def policy_info(spec: PolicySpec) -> inference_pb2.PolicyInfo:
         description=_PAPER.sub("", spec.summary).strip(),
         paper=paper.group(1) if paper else "",
         parameters=[parameter_spec(p) for p in spec.parameters],
-        modalities=[_MODALITY[m] for m in spec.required_modalities if m in _MODALITY],
+        modalities=[MODALITY_BY_LABEL[m] for m in spec.required_modalities if m in MODALITY_BY_LABEL],
         merges_tokens=spec.name in MERGING_POLICIES,
     )
 

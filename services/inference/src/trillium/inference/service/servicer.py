@@ -50,7 +50,7 @@ from trillium.inference.service.generation import (
 )
 from trillium.inference.service.inputs import build_av_inputs
 from trillium.inference.service.metrics import InferenceMetrics
-from trillium.inference.service.policies import list_policies_response, policy_from_request
+from trillium.inference.service.policies import MODALITY_BY_LABEL, list_policies_response, policy_from_request
 from trillium.inference.service.runtime import Finished, LoadedModel, ModelRuntime, Prefilled, Token
 from trillium.inference.service.sparse import (
     check_policy_supports_sparse_prefill,
@@ -69,8 +69,6 @@ from trillium.servicekit.errors import (
 )
 from trillium.servicekit.redis_store import SessionStore, validate_session_id
 
-_MODALITY_BY_LABEL = {"text": 1, "image": 2, "video": 3, "audio": 4}
-
 
 def _timestamp(seconds: str | None) -> Timestamp | None:
     if not seconds:
@@ -83,7 +81,7 @@ def _timestamp(seconds: str | None) -> Timestamp | None:
 def session_message(session_id: str, meta: dict[str, str], ttl_seconds: int) -> inference_pb2.Session:
     """A ``Session`` from its Redis metadata hash (fields per the platform's key schema)."""
     per_modality = []
-    for label, modality in _MODALITY_BY_LABEL.items():
+    for label, modality in MODALITY_BY_LABEL.items():
         seen, kept = meta.get(f"seen_{label}"), meta.get(f"kept_{label}")
         if seen is not None:
             per_modality.append(
@@ -148,6 +146,7 @@ class _Job:
     inputs: AVInputs
     policy: Policy | None
     settings: DecodeSettings
+    policy_name: str
     sparse: STSparseParams | None = None
 
 
@@ -254,7 +253,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         inputs = await asyncio.to_thread(build_av_inputs, loaded.processor, list(request.segments))
         previous = await self._previous_session(session_id, request.model, context) if session_id else None
         policy_name = request.compression.policy or "none"
-        responses = self._stream(_Job(loaded, inputs, policy, settings, sparse), request, progress)
+        job = _Job(loaded, inputs, policy, settings, policy_name, sparse)
+        responses = self._stream(job, request, progress)
         try:
             async with contextlib.aclosing(responses):
                 async for response in responses:
@@ -280,7 +280,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def _stream(self, job: _Job, request, progress: _Progress):
         """Prefill and delta messages; sets ``progress.finish`` when generation ends normally."""
-        policy_name = request.compression.policy or "none"
+        policy_name = job.policy_name
         waiting = [True]
 
         def started(queue_seconds: float) -> None:
