@@ -2,12 +2,19 @@
 
 Invoked by ``bench/kv_quality/run.py`` with the interpreter of ``.venv-kvpress``; imports nothing of
 Trillium. Input: a JSON file with prompts (token ids plus av-tiny's auxiliary ids, whose embedding rows
-are added to the token's — the same sum as ``trillium.models.av_tiny.embed_inputs``), the model
-folder, presses and budgets. For each
-press and budget it compresses the whole prompt during prefill (``with press(model): model.model(...)``,
-kvpress's documented entry point), then decodes greedily with position ids continuing from the
-original prompt length — the same protocol as Trillium's harness. Output: JSON with generated ids and
-timings per (press, budget, prompt).
+are added to the token's — the same sum as ``trillium.models.av_tiny.embed_inputs``), the index where
+each prompt's question starts, the model folder, presses and budgets.
+
+Protocol: kvpress's question-agnostic setting, the same as Trillium's harness. The prompt is embedded
+once (the auxiliary ids carry previous tokens, so the pieces are sliced, not re-embedded). For each
+press and budget the context (tokens before ``question_start``) is prefilled with the press active
+(``with press(model): model.model(...)``, kvpress's documented entry point), which compresses it; the
+question then runs through the compressed cache outside the press (not compressed) with position ids
+continuing from the context length, the first answer token is read from ``lm_head`` on the question's
+last hidden state, and greedy decoding continues with positions after the question. The "none" run
+(the timing baseline) prefills the whole prompt in one forward, like Trillium's full cache. Output:
+JSON with generated ids, KV bytes held when the first answer token is chosen (kept context plus
+question entries), time to the first token's logits and decode time per (press, budget, prompt).
 """
 
 from __future__ import annotations
@@ -46,20 +53,33 @@ def prompt_embeddings(model, input_ids: list[int], aux_ids: list[list[int]]) -> 
 
 
 def run_one(
-    model, press, input_ids: list[int], aux_ids: list[list[int]], *, max_new_tokens: int, eos: int
+    model,
+    press,
+    input_ids: list[int],
+    aux_ids: list[list[int]],
+    question_start: int,
+    *,
+    max_new_tokens: int,
+    eos: int,
 ) -> dict:
-    ids = torch.tensor([input_ids])
+    """One prompt: context ``[0, question_start)`` under ``press``, then the question without it.
+    ``question_start == len(input_ids)`` prefills the whole prompt in one forward (no question pass)."""
+    length = len(input_ids)
+    embeds = prompt_embeddings(model, input_ids, aux_ids)
     cache = DynamicCache()
     started = time.perf_counter()
     with press(model) if press is not None else contextlib.nullcontext():
-        embeds = prompt_embeddings(model, input_ids, aux_ids)
-        hidden = model.model(inputs_embeds=embeds, past_key_values=cache).last_hidden_state
-    # Prompt hidden states come from full attention (the press compresses each layer's cache after
-    # its attention ran), exactly like Trillium's prefill; the first answer token is read from them.
+        hidden = model.model(
+            inputs_embeds=embeds[:, :question_start], past_key_values=cache
+        ).last_hidden_state
+    if question_start < length:
+        positions = torch.arange(question_start, length).unsqueeze(0)
+        hidden = model.model(
+            inputs_embeds=embeds[:, question_start:], past_key_values=cache, position_ids=positions
+        ).last_hidden_state
     out_logits = model.lm_head(hidden[:, -1:])
     prefill = time.perf_counter() - started
     kv_bytes = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-    position = ids.shape[1]
     tokens, decode = [], 0.0
     token = int(out_logits[0, -1].argmax())
     for step in range(max_new_tokens):
@@ -70,7 +90,7 @@ def run_one(
         out = model(
             input_ids=torch.tensor([[token]]),
             past_key_values=cache,
-            position_ids=torch.tensor([[position + step]]),
+            position_ids=torch.tensor([[length + step]]),
         )
         decode += time.perf_counter() - begin
         token = int(out.logits[0, -1].argmax())
@@ -88,17 +108,21 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(request["model"], attn_implementation="sdpa").eval()
     results = []
     # "none" = the uncompressed cache in this same process: kvpress timings are reported as ratios to it.
-    first = (request["prompts"][0], request["aux_ids"][0])
+    prompts = list(zip(request["prompts"], request["aux_ids"], request["question_starts"], strict=True))
+    first = prompts[0]
     run_one(model, None, *first, max_new_tokens=1, eos=request["eos_token_id"])  # warm-up, not timed
     jobs = [("none", 1.0)] + [(name, budget) for name in request["presses"] for budget in request["budgets"]]
     for name, budget in jobs:
         press = None if name == "none" else make_press(name, budget)
-        for index, (prompt, aux) in enumerate(zip(request["prompts"], request["aux_ids"], strict=True)):
+        for index, (prompt, aux, start) in enumerate(prompts):
+            if not 0 < start < len(prompt):
+                raise ValueError(f"question_starts[{index}] must lie in (0, {len(prompt)}), got {start}")
             run = run_one(
                 model,
                 press,
                 prompt,
                 aux,
+                len(prompt) if press is None else start,
                 max_new_tokens=request["max_new_tokens"],
                 eos=request["eos_token_id"],
             )

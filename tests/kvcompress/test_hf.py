@@ -407,3 +407,133 @@ def test_streaming_callbacks_see_every_token_and_can_stop(tiny_qwen2, av_prompt,
     )
     assert stopped.tokens.tolist() == plain.tokens.tolist()[:2] == seen
     assert not stopped.stopped_by_eos
+
+
+# ---------------------------------------------------------------- question-agnostic compression
+CONTEXT = 72  # av_layout: text 6 + video 36 + audio 30 = context; the last 10 text tokens = question
+
+
+def test_question_at_full_budget_equals_plain_generation_of_context_and_question(
+    tiny_qwen2, av_prompt, av_layout
+) -> None:
+    """Budget 1.0 keeps every context entry, so context + question through the compressed cache must
+    reproduce greedy generation over the whole prompt (tokens and logits)."""
+    embeds = tiny_qwen2.get_input_embeddings()(av_prompt).detach()
+    result = generate_with_policy(
+        tiny_qwen2,
+        inputs_embeds=embeds[:, :CONTEXT],
+        question_embeds=embeds[:, CONTEXT:],
+        layout=av_layout.select(range(CONTEXT)),
+        policy=make_policy("adakv", budget=1.0),
+        max_new_tokens=5,
+        show_progress=False,
+        return_logits=True,
+    )
+    expected = tiny_qwen2.generate(
+        av_prompt, max_new_tokens=5, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+    assert result.tokens.tolist() == expected.sequences[0, av_prompt.shape[1] :].tolist()
+    torch.testing.assert_close(result.logits, torch.cat(expected.logits), atol=1e-4, rtol=1e-4)
+
+
+def test_question_is_not_seen_by_the_policy_and_runs_through_the_compressed_cache(
+    tiny_qwen2, av_prompt, av_layout, reference_decoder
+) -> None:
+    """The policy compresses the context only (report of 72 tokens, 20% of them kept); the question
+    ids and every generated token are then fed through the kept context entries, matching a reference
+    that feeds them one by one (positions 72, 73, ...) over a padded copy of the compressed cache."""
+    context_layout = av_layout.select(range(CONTEXT))
+    policy = make_policy("snapkv", budget=0.2, window=4)
+    seen = []
+    result = generate_with_policy(
+        tiny_qwen2,
+        av_prompt[:, :CONTEXT],
+        question_ids=av_prompt[:, CONTEXT:],
+        layout=context_layout,
+        policy=policy,
+        max_new_tokens=4,
+        show_progress=False,
+        return_logits=True,
+        on_prefill=lambda report, seconds: seen.append((report.prompt_length, seconds)),
+    )
+    report = result.report
+    assert report.prompt_length == CONTEXT and seen[0][0] == CONTEXT and seen[0][1] > 0
+    assert report.prompt_tokens_per_modality == {"text": 6, "image": 0, "video": 36, "audio": 30}
+    assert all(n == round(0.2 * CONTEXT) for layer in report.kept_per_layer_head for n in layer)
+    with torch.no_grad(), compress(tiny_qwen2, policy, context_layout) as session:
+        tiny_qwen2(input_ids=av_prompt[:, :CONTEXT], past_key_values=session.cache, use_cache=True)
+    fed = av_prompt[0, CONTEXT:].tolist() + result.tokens.tolist()[:-1]
+    reference = reference_decoder(tiny_qwen2, session.cache, fed, CONTEXT)
+    torch.testing.assert_close(
+        result.logits, torch.stack(reference[len(av_layout) - CONTEXT - 1 :]), atol=1e-4, rtol=1e-4
+    )
+    # The flaw this replaces: compressing the whole prompt leaves the first token's logits those of
+    # full attention (the last prompt token's hidden state never reads the compressed cache).
+    full = tiny_qwen2(av_prompt).logits[0, -1]
+    whole = generate_with_policy(
+        tiny_qwen2,
+        av_prompt,
+        layout=av_layout,
+        policy=policy,
+        max_new_tokens=1,
+        show_progress=False,
+        return_logits=True,
+    )
+    torch.testing.assert_close(whole.logits[0], full, atol=1e-4, rtol=1e-4)
+    assert (result.logits[0] - full).abs().max() > 1e-2
+
+
+def test_question_with_mrope_positions_matches_hf_generate(vlm) -> None:
+    """Qwen2-VL / Qwen2.5-VL: the question's M-RoPE positions continue after the context's maximum."""
+    model, ids, inputs, layout = vlm
+    context = ids.shape[1] - 4
+    result = generate_with_policy(
+        model,
+        ids[:, :context],
+        question_ids=ids[:, context:],
+        layout=layout.select(range(context)),
+        policy=make_policy("snapkv", budget=1.0),
+        max_new_tokens=4,
+        show_progress=False,
+        return_logits=True,
+        **inputs,
+    )
+    expected = model.generate(
+        input_ids=ids,
+        mm_token_type_ids=layout.to_mm_token_type_ids(),
+        max_new_tokens=4,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        **inputs,
+    )
+    assert result.tokens.tolist() == expected.sequences[0, ids.shape[1] :].tolist()
+    torch.testing.assert_close(result.logits, torch.cat(expected.logits), atol=1e-4, rtol=1e-4)
+    assert result.report.prompt_length == context
+
+
+def test_bad_question_raises_value_error_naming_the_argument(tiny_qwen2, av_prompt, av_layout) -> None:
+    context, question = av_prompt[:, :CONTEXT], av_prompt[:, CONTEXT:]
+    embeds = tiny_qwen2.get_input_embeddings()(question).detach()
+    cases = [
+        ({"question_ids": question, "question_embeds": embeds}, "at most one of question_ids or"),
+        ({"question_ids": question[0]}, r"question_ids must have batch size 1 and shape \[1, Q\]"),
+        ({"question_ids": torch.cat([question, question])}, "question_ids must have batch size 1"),
+        ({"question_ids": question[:, :0]}, "question_ids must hold at least one token"),
+        ({"question_ids": question.float()}, "question_ids must hold integer token ids"),
+        ({"question_embeds": embeds[0]}, r"question_embeds must have batch size 1 and shape \[1, Q, 128\]"),
+        ({"question_embeds": embeds[..., :64]}, "question_embeds must have batch size 1"),
+        ({"question_embeds": embeds[:, :0]}, "question_embeds must hold at least one token"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            generate_with_policy(
+                tiny_qwen2,
+                context,
+                layout=av_layout.select(range(CONTEXT)),
+                policy=make_policy("snapkv"),
+                max_new_tokens=2,
+                show_progress=False,
+                **kwargs,
+            )
+    assert tiny_qwen2.config._attn_implementation == "sdpa"

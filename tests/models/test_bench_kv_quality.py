@@ -48,6 +48,12 @@ def test_harness_writes_rows_per_impl_policy_budget_and_family(tmp_path):
     full = [r for r in rows if r["policy"] == "full"]
     assert all(r["accuracy"] == r["accuracy_full"] for r in full)
     assert result["kvpress"].startswith("skipped")
+    # Question-agnostic protocol: the policy compresses the context only, so the cache holding the
+    # kept context plus the uncompressed question is larger than the budget (compressing the whole
+    # prompt would give round(0.2 * L) / L, within 0.01 of 0.2 for these prompts of 200+ tokens).
+    assert result["protocol"].startswith("question-agnostic")
+    snap = next(p for p in result["perf"] if p["policy"] == "snapkv" and p["budget"] == 0.2)
+    assert 0.21 < snap["kv_bytes_ratio"] < 0.5
     assert len(result["observations"]["cross_modal_share"]) > 0
     for name in ("kv-quality.png", "kv-observations.png", "kv-quality.md"):
         assert (tmp_path / "out" / name).stat().st_size > 0

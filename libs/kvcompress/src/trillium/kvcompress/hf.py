@@ -11,7 +11,11 @@ Works with the Qwen2 / Llama family and with the language model inside Qwen2-VL 
   ``past_key_values``; prefill must be one forward pass over the whole prompt.
 * :func:`generate_with_policy` does prefill + step-by-step decoding with explicit ``position_ids``
   continuing from the original prompt positions (or the M-RoPE maximum + 1 for Qwen2-VL), since
-  ``model.generate`` mis-slices a pruned cache.
+  ``model.generate`` mis-slices a pruned cache. Given a ``question_ids`` / ``question_embeds``, it
+  runs question-agnostic compression as kvpress's pipeline does (NVIDIA kvpress, "context" then
+  "question"): the prompt (the context) is compressed without the policy ever seeing the question,
+  then the question is fed through the compressed cache, so the cache could be reused for other
+  questions.
 """
 
 from __future__ import annotations
@@ -310,6 +314,41 @@ def _check_generation_args(
     return prompt
 
 
+def _check_question(
+    model: nn.Module,
+    question_ids: torch.Tensor | None,
+    question_embeds: torch.Tensor | None,
+    prompt: torch.Tensor,
+) -> torch.Tensor | None:
+    """Validate the optional question (``[1, Q]`` ids or ``[1, Q, hidden]`` embeddings, ``Q >= 1``)."""
+    if question_ids is not None and question_embeds is not None:
+        raise ValueError("pass at most one of question_ids or question_embeds")
+    if question_ids is not None:
+        if not isinstance(question_ids, torch.Tensor) or question_ids.ndim != 2 or question_ids.shape[0] != 1:
+            raise ValueError("question_ids must have batch size 1 and shape [1, Q]")
+        if question_ids.dtype.is_floating_point or question_ids.dtype == torch.bool:
+            raise ValueError(f"question_ids must hold integer token ids, got dtype {question_ids.dtype}")
+        question, name = question_ids, "question_ids"
+    elif question_embeds is not None:
+        hidden = prompt.shape[-1] if prompt.ndim == 3 else model.get_input_embeddings().weight.shape[-1]
+        if (
+            not isinstance(question_embeds, torch.Tensor)
+            or question_embeds.ndim != 3
+            or question_embeds.shape[0] != 1
+            or question_embeds.shape[2] != hidden
+        ):
+            shape = tuple(question_embeds.shape) if isinstance(question_embeds, torch.Tensor) else None
+            raise ValueError(
+                f"question_embeds must have batch size 1 and shape [1, Q, {hidden}], got {shape}"
+            )
+        question, name = question_embeds, "question_embeds"
+    else:
+        return None
+    if question.shape[1] < 1:
+        raise ValueError(f"{name} must hold at least one token (Q >= 1)")
+    return question
+
+
 @torch.no_grad()
 def generate_with_policy(
     model: nn.Module,
@@ -328,9 +367,21 @@ def generate_with_policy(
     return_logits: bool = False,
     on_prefill: Callable[[CompressionReport, float], None] | None = None,
     on_token: Callable[[int], bool | None] | None = None,
+    question_ids: torch.Tensor | None = None,
+    question_embeds: torch.Tensor | None = None,
     **model_inputs: Any,
 ) -> GenerationResult:
     """Prefill with ``policy`` compressing the cache, then decode up to ``max_new_tokens`` tokens.
+
+    Without a question the whole prompt is compressed right after its prefill and the first token
+    comes from the prompt's last logits (whose hidden state saw the full, uncompressed prompt).
+
+    With ``question_ids`` or ``question_embeds`` (question-agnostic compression, as in kvpress's
+    pipeline: the compressed cache can be reused for other questions): the prompt is the *context*;
+    it is prefilled and compressed exactly as above, the policy never sees the question. The ``Q``
+    question tokens then go through the compressed cache in one forward (not compressed; causal among
+    themselves; positions continuing after the prompt's largest position), the first token comes from
+    the question's last logits, and decode positions continue after the question.
 
     Args:
         model: a causal LM (Qwen2/Llama family) or a Qwen2-VL / Qwen2.5-VL model.
@@ -348,6 +399,10 @@ def generate_with_policy(
         on_token: called with every generated token id as soon as it is chosen (eos included);
             returning ``False`` stops generation after that token (the token stays in the result).
             Without callbacks the behaviour is unchanged.
+        question_ids: ``[1, Q]`` question ids fed after the compressed prompt (see above), or None.
+        question_embeds: ``[1, Q, hidden]`` question embeddings instead of ``question_ids`` (at most
+            one of the two). ``prefill_seconds`` then covers both forwards (time to first token) and
+            the report describes the compressed prompt only (``prompt_length == L``).
         **model_inputs: extra prefill inputs (``pixel_values``, ``image_grid_thw``,
             ``mm_token_type_ids``...). For Qwen2-VL, ``mm_token_type_ids`` is derived from the layout
             when missing (without it Qwen2.5-VL silently skips M-RoPE).
@@ -356,6 +411,7 @@ def generate_with_policy(
         :class:`GenerationResult` with the generated ids and the compression report.
     """
     prompt = _check_generation_args(input_ids, inputs_embeds, max_new_tokens, temperature, top_p)
+    question = _check_question(model, question_ids, question_embeds, prompt)
     length = prompt.shape[1]
     layout.check_length(length)
     has_grid = (
@@ -383,6 +439,16 @@ def generate_with_policy(
             logits_to_keep=1,
             **model_inputs,
         )
+        if question is not None:
+            position_ids = _next_positions(position_ids, 0, question.shape[1])
+            out = model(
+                input_ids=question_ids,
+                inputs_embeds=question_embeds,
+                position_ids=position_ids,
+                past_key_values=session.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         prefill_seconds = time.perf_counter() - started
         if on_prefill is not None:
             on_prefill(session.report, prefill_seconds)

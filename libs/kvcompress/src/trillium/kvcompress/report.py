@@ -73,7 +73,8 @@ class GenerationResult:
         report: the prompt's :class:`CompressionReport`.
         stopped_by_eos: whether generation ended on an eos token.
         logits: ``[n, V]`` float32 logits each token was chosen from (if ``return_logits``).
-        prefill_seconds: wall time of the prompt forward pass, compression included.
+        prefill_seconds: wall time of the prompt forward pass, compression included (plus the
+            question forward when a question is given: time to the first token's logits).
         decode_seconds: wall time of the decode forward passes (``len(tokens) - 1`` of them).
     """
 
