@@ -9,9 +9,11 @@ from trillium.models.avqa import (
     COLOURS,
     FAMILIES,
     HELDOUT_FRAMES,
+    LONG_TRAIN_FRAMES,
     NUMBER_WORDS,
     TRAIN_FRAMES,
     AVQAConfig,
+    LongClips,
     Question,
     Scene,
     generate_scene,
@@ -152,3 +154,37 @@ def test_family_weights_steer_the_questions_drawn() -> None:
     for bad in ((1, 1), (0, 0, 0, 0, 0), (1, -1, 1, 1, 1)):
         with pytest.raises(ValueError, match="family_weights"):
             next(training_batches(seed=0, family_weights=bad))
+
+
+def test_long_clips_join_after_their_start_batch_with_their_own_batch_size() -> None:
+    assert set(LONG_TRAIN_FRAMES).isdisjoint(HELDOUT_FRAMES) and max(LONG_TRAIN_FRAMES) < 48
+    stream = training_batches(
+        seed=3,
+        questions_per_sample=1,
+        batch_size=3,
+        long_clips=LongClips(after=2, fraction=1.0, batch_size=2),
+    )
+    batches = [next(stream) for _ in range(4)]
+    assert [len(b) for b in batches] == [3, 3, 2, 2]
+    assert all(s.scene.config.n_frames in TRAIN_FRAMES for b in batches[:2] for s in b)
+    assert all(s.scene.config.n_frames in LONG_TRAIN_FRAMES for b in batches[2:] for s in b)
+    half = training_batches(
+        seed=4,
+        questions_per_sample=1,
+        batch_size=3,
+        long_clips=LongClips(after=0, fraction=0.5, batch_size=1),
+    )
+    sizes = [len(next(half)) for _ in range(40)]
+    assert 8 < sizes.count(1) < 32
+    for bad in ({"after": -1}, {"after": 0, "fraction": 1.5}, {"after": 0, "batch_size": 0}):
+        with pytest.raises(ValueError, match="LongClips"):
+            LongClips(**bad)
+
+
+def test_no_long_clips_leaves_the_stream_unchanged() -> None:
+    plain = training_batches(seed=5, questions_per_sample=2, batch_size=2)
+    late = training_batches(
+        seed=5, questions_per_sample=2, batch_size=2, long_clips=LongClips(after=10, fraction=1.0)
+    )
+    for _ in range(3):
+        assert [s.questions for s in next(plain)] == [s.questions for s in next(late)]

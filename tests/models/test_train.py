@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from trillium.models.av_tiny import load_av_tiny
@@ -15,6 +16,7 @@ from trillium.models.av_tiny.train import (
     encode_example,
     learning_rate,
     main,
+    run,
 )
 from trillium.models.avqa import FAMILIES, AVQAConfig, make_sample
 
@@ -31,6 +33,22 @@ def test_quick_training_writes_a_loadable_model(tmp_path) -> None:
     assert "Apache-2.0" in card and "--out assets/models/av-tiny" in card
     model, processor = load_av_tiny(tmp_path)
     assert model.config.vocab_size == processor.vocab_size
+
+
+def test_training_continues_from_a_trained_model(tmp_path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    main(["--out", str(first), "--quick", "--no-progress"])
+    before, processor = load_av_tiny(first)
+    run(second, TrainConfig.quick(), progress=False, init_from=first)
+    after, continued = load_av_tiny(second)
+    assert continued.vocab == processor.vocab
+    assert torch.equal(continued.video_codebook, processor.video_codebook)  # codebooks kept, not refit
+    weight = "model.embed_tokens.weight"
+    assert not torch.equal(before.state_dict()[weight], after.state_dict()[weight])  # it trained on
+    card = (second / "MODEL_CARD.md").read_text()
+    assert f"Continued from the trained model in `{first}`" in card and "long clips" in card
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "third"), "--long-finetune"])  # needs --init-from
 
 
 def test_encode_example_labels_only_answers(processor) -> None:

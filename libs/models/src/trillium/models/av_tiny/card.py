@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from trillium.models.avqa import FAMILIES
+from trillium.models.avqa.dataset import LONG_TRAIN_FRAME_SIZES, LONG_TRAIN_FRAMES
 
 TRAIN_COMMAND = "python -m trillium.models.av_tiny.train --out assets/models/av-tiny   # = make train-av-tiny"
 
@@ -14,6 +15,17 @@ TRAIN_COMMAND = "python -m trillium.models.av_tiny.train --out assets/models/av-
 def _row(name: str, accuracy: dict[str, float]) -> str:
     cells = [f"{100 * accuracy[f]:.1f}" if f in accuracy else "-" for f in (*FAMILIES, "overall")]
     return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def _long_clips_sentence(config: dict) -> str:
+    long = config.get("long_clips")
+    if not long:
+        return ""
+    return (
+        f"From step {long['after']:,} on, {long['fraction']:.0%} of the batches hold "
+        f"{long['batch_size']} long clips instead ({', '.join(map(str, LONG_TRAIN_FRAMES))} frames of "
+        f"{'/'.join(map(str, LONG_TRAIN_FRAME_SIZES))} px, 2-8 sound events). "
+    )
 
 
 def write_model_card(directory: Path, results: dict[str, object]) -> None:
@@ -32,6 +44,11 @@ def write_model_card(directory: Path, results: dict[str, object]) -> None:
     for frames, acc in results["longer_clips"].items():
         table.append(_row(f"{frames} frames (~{acc['prompt_tokens']} prompt tokens), full cache", acc))
     lengths = ", ".join(f"{k} frames: {v}" for k, v in results["heldout_prompt_tokens"].items())
+    origin = (
+        f"Continued from the trained model in `{results['init_from']}` (its codebooks and weights). "
+        if results.get("init_from")
+        else ""
+    )
     text = f"""# av-tiny
 
 A tiny audio-video question-answering decoder, trained from scratch on synthetic data (AVQA-synth)
@@ -64,8 +81,8 @@ Question families: video recall (`what object was at <tK>` -> one word, e.g. `re
 Training clips have
 4-16 (even) frames of 24/32/40 px (3x3 to 5x5 patches), 1-6 sound events, 0/1/2/4 distractors and
 1-5 facts; the held-out split uses other seeds and knob values (7, 11, 15 frames of 40 px,
-3 distractors, 5 events, 4 facts). Held-out prompt lengths: {lengths} tokens.
-Training: {results.get("steps_run", config["steps"])} of {config["steps"]} scheduled steps x
+3 distractors, 5 events, 4 facts). {_long_clips_sentence(config)}Held-out prompt lengths: {lengths} tokens.
+{origin}Training: {results.get("steps_run", config["steps"])} of {config["steps"]} scheduled steps x
 {config["batch_size"]} clips x {config["questions_per_sample"]} questions, AdamW, peak lr
 {config["learning_rate"]}, curriculum over the first {config.get("curriculum_steps", 0)} steps,
 auxiliary LM loss weight {config.get("lm_loss_weight", 0.0)}, seed {config["seed"]},

@@ -23,6 +23,8 @@ TRAIN_FRAMES: tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16)
 TRAIN_FRAME_SIZES: tuple[int, ...] = (24, 32, 40)
 TRAIN_DISTRACTORS: tuple[int, ...] = (0, 1, 2, 4)
 HELDOUT_FRAMES: tuple[int, ...] = (7, 11, 15)
+LONG_TRAIN_FRAMES: tuple[int, ...] = (18, 22, 26, 30, 34, 38, 42)
+LONG_TRAIN_FRAME_SIZES: tuple[int, ...] = (32, 40)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,38 @@ def training_config(rng: np.random.Generator, difficulty: float = 1.0) -> AVQACo
     )
 
 
+def long_training_config(rng: np.random.Generator) -> AVQAConfig:
+    """Knob values of one long training clip: 18-42 frames (about 0.5-1.3k prompt tokens), more
+    sound events. Frame counts stay disjoint from the held-out ones and stop below the longest
+    evaluation clips (48 and 60 frames), so those still measure generalisation to unseen lengths."""
+    n_frames = int(rng.choice(LONG_TRAIN_FRAMES))
+    return AVQAConfig(
+        n_frames=n_frames,
+        frame_size=int(rng.choice(LONG_TRAIN_FRAME_SIZES)),
+        n_sound_events=int(rng.integers(2, 9)),
+        n_distractors=int(rng.choice(TRAIN_DISTRACTORS)),
+        n_facts=int(rng.integers(1, 6)),
+        max_first_step=MAX_TIMESTAMP - n_frames,
+    )
+
+
+@dataclass(frozen=True)
+class LongClips:
+    """Long clips mixed into training from batch ``after`` on: each batch is long with probability
+    ``fraction`` and then holds ``batch_size`` clips (fewer than a short batch, so that a step costs
+    about the same)."""
+
+    after: int
+    fraction: float = 0.5
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.after < 0 or not 0.0 <= self.fraction <= 1.0 or self.batch_size < 1:
+            raise ValueError(
+                f"LongClips needs after >= 0, fraction in [0, 1] and batch_size >= 1, got {self}"
+            )
+
+
 def training_batches(
     seed: int,
     questions_per_sample: int = 8,
@@ -94,6 +128,7 @@ def training_batches(
     curriculum_batches: int = 0,
     first_batch: int = 0,
     family_weights: tuple[float, ...] | None = None,
+    long_clips: LongClips | None = None,
 ) -> Iterator[list[Sample]]:
     """Endless stream of training batches; the clips of one batch share their knob values (so they
     have nearly equal prompt lengths) and each clip gets ``questions_per_sample`` random questions.
@@ -101,7 +136,8 @@ def training_batches(
     During the first ``curriculum_batches`` batches the difficulty grows linearly from 0 to 1
     (``first_batch`` is the index of the first yielded batch, for resumed runs). Question families
     are drawn with probabilities proportional to ``family_weights`` (one per entry of ``FAMILIES``;
-    uniform if None).
+    uniform if None). ``long_clips`` mixes in batches of long clips (:func:`long_training_config`)
+    once the short-clip skills are learned.
     """
     if family_weights is not None and (
         len(family_weights) != len(FAMILIES) or min(family_weights) < 0 or sum(family_weights) <= 0
@@ -116,10 +152,13 @@ def training_batches(
     batch_number = first_batch
     while True:
         difficulty = min(1.0, batch_number / curriculum_batches) if curriculum_batches > 0 else 1.0
+        is_long = (
+            long_clips is not None and batch_number >= long_clips.after and rng.random() < long_clips.fraction
+        )
         batch_number += 1
-        config = training_config(rng, difficulty)
+        config = long_training_config(rng) if is_long else training_config(rng, difficulty)
         batch = []
-        for _ in range(batch_size):
+        for _ in range(long_clips.batch_size if is_long else batch_size):
             drawn = (
                 rng.integers(0, len(FAMILIES), size=questions_per_sample)
                 if probabilities is None
