@@ -49,6 +49,7 @@ def write_model_card(directory: Path, results: dict[str, object]) -> None:
         if results.get("init_from")
         else ""
     )
+    timing_scope = "this run only" if results.get("init_from") else "codebook fit included"
     text = f"""# av-tiny
 
 A tiny audio-video question-answering decoder, trained from scratch on synthetic data (AVQA-synth)
@@ -87,7 +88,7 @@ Training clips have
 {config["learning_rate"]}, curriculum over the first {config.get("curriculum_steps", 0)} steps,
 auxiliary LM loss weight {config.get("lm_loss_weight", 0.0)}, seed {config["seed"]},
 {results["train_seconds"] / 60:.1f} minutes wall-clock on CPU ({config["threads"]} torch thread(s),
-codebook fit included); final training loss {results["final_loss"]:.3f}.
+{timing_scope}); final training loss {results["final_loss"]:.3f}.
 
 ## Training command
 ```
