@@ -188,3 +188,10 @@ def test_no_long_clips_leaves_the_stream_unchanged() -> None:
     )
     for _ in range(3):
         assert [s.questions for s in next(plain)] == [s.questions for s in next(late)]
+
+
+def test_training_seeds_never_reach_the_heldout_seed_range() -> None:
+    for seed in (0, 9, 11):
+        next(training_batches(seed=seed, questions_per_sample=1, batch_size=1))
+    with pytest.raises(ValueError, match="held-out seed range"):
+        next(training_batches(seed=10, questions_per_sample=1, batch_size=1))

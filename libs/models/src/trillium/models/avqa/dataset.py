@@ -18,7 +18,12 @@ from trillium.models.avqa.render import render_audio, render_video
 from trillium.models.avqa.scene import MAX_TIMESTAMP, AVQAConfig, Scene, generate_scene
 
 TRAIN_SEED_OFFSET = 0
+TRAIN_SEED_STRIDE = 100_000_007
+"""Sample seeds of training stream ``seed`` start at ``TRAIN_SEED_OFFSET + seed * TRAIN_SEED_STRIDE``."""
+TRAIN_SEED_SPAN = 10_000_000
+"""Sample seeds one training stream may use (a 3,000-step run uses about 50,000)."""
 HELDOUT_SEED_OFFSET = 1_000_000_000
+HELDOUT_SEED_SPAN = 100_000_000
 TRAIN_FRAMES: tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16)
 TRAIN_FRAME_SIZES: tuple[int, ...] = (24, 32, 40)
 TRAIN_DISTRACTORS: tuple[int, ...] = (0, 1, 2, 4)
@@ -146,6 +151,12 @@ def training_batches(
             f"family_weights must hold {len(FAMILIES)} non-negative weights, not all zero, "
             f"got {family_weights}"
         )
+    first_seed = TRAIN_SEED_OFFSET + seed * TRAIN_SEED_STRIDE
+    if (
+        first_seed < HELDOUT_SEED_OFFSET + HELDOUT_SEED_SPAN
+        and first_seed + TRAIN_SEED_SPAN > HELDOUT_SEED_OFFSET
+    ):
+        raise ValueError(f"seed {seed} would draw training samples from the held-out seed range; use another")
     probabilities = None if family_weights is None else np.asarray(family_weights) / sum(family_weights)
     rng = np.random.default_rng([seed, TRAIN_SEED_OFFSET])
     index = 0
@@ -165,7 +176,7 @@ def training_batches(
                 else rng.choice(len(FAMILIES), size=questions_per_sample, p=probabilities)
             )
             families = tuple(FAMILIES[int(i)] for i in drawn)
-            batch.append(make_sample(config, TRAIN_SEED_OFFSET + seed * 100_000_007 + index, families))
+            batch.append(make_sample(config, first_seed + index, families))
             index += 1
         yield batch
 
