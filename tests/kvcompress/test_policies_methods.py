@@ -16,12 +16,13 @@ from trillium.kvcompress import (
     Modality,
     PureKV,
     PyramidKV,
+    RandomEviction,
     SnapKV,
     StreamingLLM,
     TokenLayout,
 )
 from trillium.kvcompress.budgets import hcc_demand
-from trillium.kvcompress.policies.base import topk_with_forced
+from trillium.kvcompress.policies.base import observation_window, topk_with_forced
 from trillium.kvcompress.scoring import gqa_mean, rows_attention, window_indices
 
 D = 16
@@ -44,6 +45,42 @@ def test_streaming_llm_keeps_sinks_and_recent(layer_inputs_factory) -> None:
     for sources in result.sources:
         assert sources.tolist() == [0, 1, 2, 3, 24, 25, 26, 27, 28, 29]
     torch.testing.assert_close(result.keys[1], keys[1, result.sources[1]])
+
+
+def test_random_eviction_keeps_one_uniform_subset_for_every_layer_and_head(layer_inputs_factory) -> None:
+    length = 40
+    keys = _noise(2, length, D)
+    layout = TokenLayout.text(length)
+    inputs = layer_inputs_factory(_noise(4, length, D), keys, keys, layout)
+    policy = RandomEviction(budget=0.25, seed=3)
+    policy.begin(layout, num_layers=2)
+    first, second = policy.compress_layer(inputs), policy.compress_layer(inputs)
+    kept = first.sources[0]
+    assert kept.numel() == 10 and kept.unique().numel() == 10 and bool((kept.diff() > 0).all())
+    assert all(torch.equal(s, kept) for s in first.sources + second.sources)
+    torch.testing.assert_close(first.keys[1], keys[1, kept])
+    policy.begin(layout, num_layers=2)
+    assert torch.equal(policy.compress_layer(inputs).sources[0], kept)  # same request, same entries
+    other = RandomEviction(budget=0.25, seed=4)
+    other.begin(layout, num_layers=2)
+    assert not torch.equal(other.compress_layer(inputs).sources[0], kept)
+    hits = torch.zeros(length)
+    for seed in range(200):
+        draw = RandomEviction(budget=0.25, seed=seed)
+        draw.begin(layout, num_layers=1)
+        hits[draw.compress_layer(inputs).sources[0]] += 1
+    assert hits.min() > 0.25 * 200 * 0.5 and hits.max() < 0.25 * 200 * 1.6  # every position, evenly
+
+
+def test_random_eviction_needs_the_prompt_layout_first(layer_inputs_factory) -> None:
+    keys = _noise(2, 12, D)
+    inputs = layer_inputs_factory(_noise(4, 12, D), keys, keys, TokenLayout.text(12))
+    with pytest.raises(ValueError, match="layout"):
+        RandomEviction(budget=0.5).compress_layer(inputs)
+    policy = RandomEviction(budget=0.5)
+    policy.begin(TokenLayout.text(20), num_layers=1)
+    with pytest.raises(ValueError, match="layout"):
+        policy.compress_layer(inputs)
 
 
 @pytest.mark.parametrize(
@@ -306,3 +343,16 @@ def test_purekv_deep_layers_use_low_layer_attention_times_value_norm(layer_input
     expected = topk_with_forced(expected_scores, n_keep, forced)
     for h in range(2):
         assert result.sources[h].tolist() == expected[h].tolist()
+
+
+def test_observation_window_is_the_trailing_text_segment_or_the_last_tokens() -> None:
+    question = TokenLayout.concat([TokenLayout.text(6), TokenLayout.video(2, 3, 3), TokenLayout.text(5)])
+    assert observation_window(question, 32) == 5  # a short question does not reach into the video
+    assert observation_window(question, 4) == 4
+    assert observation_window(TokenLayout.text(50), 32) == 32
+    media_last = TokenLayout.concat([TokenLayout.text(6), TokenLayout.audio(40)])
+    assert observation_window(media_last, 32) == 32
+    closed = TokenLayout.concat([TokenLayout.text(6), TokenLayout.audio(40)])
+    closed.modality[-1] = int(Modality.TEXT)  # a closing marker inside the audio segment, e.g. </audio>
+    assert observation_window(closed, 32) == 32
+    assert observation_window(TokenLayout.text(0), 32) == 0

@@ -1,4 +1,4 @@
-"""av-tiny decoder: save/load round trip, manual greedy decode, random eviction, evaluation."""
+"""av-tiny decoder: save/load round trip, manual greedy decode, compressed generation, evaluation."""
 
 from __future__ import annotations
 
@@ -6,19 +6,18 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, Qwen2ForCausalLM
 
+from trillium.kvcompress import RandomEviction
 from trillium.kvcompress.hf import generate_with_policy
 from trillium.kvcompress.registry import make_policy
 from trillium.models.av_tiny import (
     DecoderSize,
-    RandomEviction,
     build_model,
     evaluate,
     full_cache_generate_fn,
     load_av_tiny,
-    random_eviction_generate_fn,
+    policy_generate_fn,
     sample_inputs,
 )
-from trillium.models.av_tiny.eviction import prune_cache, question_start
 from trillium.models.av_tiny.model import embed_inputs, embed_inputs_reference
 from trillium.models.av_tiny.processor import AVTinyProcessor
 from trillium.models.avqa import AVQAConfig, make_sample
@@ -66,25 +65,20 @@ def test_manual_greedy_decode_matches_generate(model, processor) -> None:
     assert torch.equal(ours, reference)
 
 
-def test_random_eviction_keeping_everything_equals_full_cache(model, processor) -> None:
+def test_policy_generate_fn_compresses_the_context_only(model, processor) -> None:
     inputs = sample_inputs(processor, SAMPLE)
     full = full_cache_generate_fn(model)(inputs, 3)
-    kept = random_eviction_generate_fn(model, RandomEviction(1.0))(inputs, 3)
-    assert torch.equal(full, kept)
+    for name in ("random", "snapkv"):
+        assert torch.equal(policy_generate_fn(model, make_policy(name, budget=1.0))(inputs, 3), full)
+    seen = []
 
+    class Recording(RandomEviction):
+        def begin(self, layout, num_layers):
+            seen.append(len(layout))
+            super().begin(layout, num_layers)
 
-def test_prune_cache_keeps_requested_entries(model, processor) -> None:
-    inputs = sample_inputs(processor, SAMPLE)
-    start = question_start(inputs.layout)
-    assert start == inputs.question_start
-    cache = DynamicCache(config=model.config)
-    with torch.no_grad():
-        model(input_ids=inputs.input_ids[:, :start], past_key_values=cache, use_cache=True)
-    before = cache.layers[0].keys.clone()
-    keep = torch.tensor([0, 5, start - 1])
-    prune_cache(cache, keep)
-    assert cache.get_seq_length() == 3
-    assert torch.equal(cache.layers[0].keys, before[:, :, keep])
+    tokens = policy_generate_fn(model, Recording(budget=0.1))(inputs, 3)
+    assert set(seen) == {inputs.question_start} and 1 <= tokens.numel() <= 3  # the context only
 
 
 def test_evaluate_counts_per_family_with_oracle_and_wrong_generate_fn(model, processor) -> None:
@@ -104,8 +98,6 @@ def test_evaluate_counts_per_family_with_oracle_and_wrong_generate_fn(model, pro
     assert wrong.accuracy["overall"] == 0.0 and set(wrong.accuracy) >= {"text", "counting"}
     with pytest.raises(ValueError, match="max_new_tokens"):
         evaluate(model, processor, samples, max_new_tokens=0)
-    with pytest.raises(ValueError, match="keep_fraction"):
-        RandomEviction(0.0)
 
 
 def test_kvcompress_policy_runs_as_generate_fn(model, processor) -> None:

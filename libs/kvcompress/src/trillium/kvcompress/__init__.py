@@ -8,6 +8,8 @@ Public API::
     result = generate_with_policy(model, input_ids, layout=layout, policy=make_policy("snapkv", budget=0.2))
 """
 
+from importlib.metadata import version
+
 from trillium.kvcompress.cache import CompressedCache, CompressedLayer
 from trillium.kvcompress.hf import ATTENTION_NAME, CompressionSession, compress, generate_with_policy
 from trillium.kvcompress.layout import Modality, TokenLayout
@@ -25,6 +27,7 @@ from trillium.kvcompress.policies import (
     PrefillAttention,
     PureKV,
     PyramidKV,
+    RandomEviction,
     SnapKV,
     StreamingLLM,
     STSparsePrefill,
@@ -38,7 +41,7 @@ from trillium.kvcompress.registry import (
 )
 from trillium.kvcompress.report import CompressionReport, GenerationResult
 
-__version__ = "0.1.0"
+__version__ = version("trillium-kvcompress")  # the installed package's version (pyproject.toml)
 
 __all__ = [
     "ATTENTION_NAME",
@@ -63,6 +66,7 @@ __all__ = [
     "PrefillAttention",
     "PureKV",
     "PyramidKV",
+    "RandomEviction",
     "STSparsePrefill",
     "SnapKV",
     "StreamingLLM",

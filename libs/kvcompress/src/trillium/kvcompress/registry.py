@@ -21,6 +21,7 @@ from trillium.kvcompress.policies import (
     Policy,
     PureKV,
     PyramidKV,
+    RandomEviction,
     SnapKV,
     StreamingLLM,
 )
@@ -29,7 +30,19 @@ __all__ = ["POLICIES", "ParameterSpec", "PolicySpec", "get_policy_spec", "list_p
 
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
-    for cls in (StreamingLLM, H2O, SnapKV, PyramidKV, AdaKV, LookM, MadaKV, FlowMM, AccKV, PureKV)
+    for cls in (
+        RandomEviction,
+        StreamingLLM,
+        H2O,
+        SnapKV,
+        PyramidKV,
+        AdaKV,
+        LookM,
+        MadaKV,
+        FlowMM,
+        AccKV,
+        PureKV,
+    )
 }
 
 

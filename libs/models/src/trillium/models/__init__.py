@@ -6,4 +6,6 @@
   evaluation.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("trillium-models")  # the installed package's version (pyproject.toml)

@@ -4,6 +4,8 @@ Renderers follow gsplat 1.5.3 semantics (arXiv 2409.06765); binding follows Gaus
 (arXiv 2312.02069). See the package README for the renderer contract.
 """
 
+from importlib.metadata import version
+
 from trillium.avatar.core.arkit import ARKIT_BLENDSHAPE_NAMES
 from trillium.avatar.core.asset import AvatarAsset, TemplateRef, load_asset, save_asset
 from trillium.avatar.core.audio import LogMelExtractor, log_mel
@@ -45,7 +47,7 @@ from trillium.avatar.core.render import BACKENDS, RenderOutput, render
 from trillium.avatar.core.template_asset import load_template, read_template_info, save_template, validate_rig
 from trillium.avatar.core.user_models import load_flame, load_smplx
 
-__version__ = "0.1.0"
+__version__ = version("trillium-avatar")  # the installed package's version (pyproject.toml)
 
 __all__ = [
     "ARKIT_BLENDSHAPE_NAMES",

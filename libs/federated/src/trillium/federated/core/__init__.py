@@ -4,6 +4,8 @@ models, offline datasets and partitioners, the client training loop and an in-pr
 No transport: everything exchanged is named tensors and JSON-able scalars.
 """
 
+from importlib.metadata import version
+
 from trillium.federated.core.aggregation import weighted_average, weighted_average_reference
 from trillium.federated.core.client import evaluate_model, run_client, train_local
 from trillium.federated.core.config import LocalTrainConfig
@@ -35,7 +37,7 @@ from trillium.federated.core.types import (
     state_to_numpy,
 )
 
-__version__ = "0.1.0"
+__version__ = version("trillium-federated")  # the installed package's version (pyproject.toml)
 
 __all__ = [
     "ClientHooks",

@@ -10,6 +10,7 @@ from trillium.kvcompress.policies.look_m import LookM
 from trillium.kvcompress.policies.madakv import MadaKV
 from trillium.kvcompress.policies.purekv import PureKV
 from trillium.kvcompress.policies.pyramidkv import PyramidKV
+from trillium.kvcompress.policies.random_eviction import RandomEviction
 from trillium.kvcompress.policies.snapkv import SnapKV
 from trillium.kvcompress.policies.st_sparse import STSparsePrefill
 from trillium.kvcompress.policies.streaming_llm import StreamingLLM
@@ -28,6 +29,7 @@ __all__ = [
     "PrefillAttention",
     "PureKV",
     "PyramidKV",
+    "RandomEviction",
     "STSparsePrefill",
     "SnapKV",
     "StreamingLLM",

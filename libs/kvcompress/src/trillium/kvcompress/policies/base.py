@@ -208,13 +208,23 @@ def topk_with_forced(scores: torch.Tensor, n_keep: int, forced: torch.Tensor | N
 
 
 def observation_window(layout: TokenLayout, window: int) -> int:
-    """Window size: ``window``, clipped to the trailing text tokens when the prompt ends in text
-    (our design choice — the papers do not specify)."""
-    text = layout.mask(Modality.TEXT).flip(0)
-    if len(layout) == 0 or not bool(text[0]):
-        return min(window, len(layout))
-    trailing = int(torch.cumprod(text.long(), 0).sum())
-    return min(window, trailing)
+    """Window size (the last ``w`` prompt tokens score the rest).
+
+    When the prompt's last segment is all text (the question, which is what SnapKV's window
+    holds), the window is that segment, at most ``window`` tokens, so that it does not reach back
+    into the media before a short question. Otherwise it is the last ``window`` tokens, as in
+    SnapKV. Our design choice; the papers do not treat prompts that end in media: a context
+    compressed before its question (question-agnostic reuse) typically ends in a media segment and
+    its closing marker, and that lone text marker must not shrink the window to one token.
+    """
+    length = len(layout)
+    if length == 0:
+        return 0
+    same_segment = (layout.segment == layout.segment[-1]).flip(0)
+    last_segment = int(torch.cumprod(same_segment.long(), 0).sum())
+    if bool(layout.mask(Modality.TEXT)[length - last_segment :].all()):
+        return min(window, last_segment)
+    return min(window, length)
 
 
 @dataclass

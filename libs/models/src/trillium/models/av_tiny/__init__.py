@@ -16,7 +16,7 @@ from trillium.models.av_tiny.evaluate import (
     greedy_decode,
     sample_inputs,
 )
-from trillium.models.av_tiny.eviction import RandomEviction, random_eviction_generate_fn
+from trillium.models.av_tiny.eviction import policy_generate_fn
 from trillium.models.av_tiny.model import (
     DecoderSize,
     build_model,
@@ -32,7 +32,6 @@ __all__ = [
     "DecoderSize",
     "EvalResult",
     "GenerateFn",
-    "RandomEviction",
     "build_model",
     "decoder_config",
     "embed_inputs",
@@ -40,6 +39,6 @@ __all__ = [
     "full_cache_generate_fn",
     "greedy_decode",
     "load_av_tiny",
-    "random_eviction_generate_fn",
+    "policy_generate_fn",
     "sample_inputs",
 ]

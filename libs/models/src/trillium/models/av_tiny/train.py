@@ -42,10 +42,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from trillium.kvcompress import make_policy
 from trillium.models.av_tiny.card import write_model_card
 from trillium.models.av_tiny.codebook import fit_kmeans
 from trillium.models.av_tiny.evaluate import evaluate, sample_inputs
-from trillium.models.av_tiny.eviction import RandomEviction, random_eviction_generate_fn
+from trillium.models.av_tiny.eviction import policy_generate_fn
 from trillium.models.av_tiny.features import FeatureConfig, log_mel_frames, patch_features
 from trillium.models.av_tiny.model import DecoderSize, build_model, embed_inputs, load_av_tiny
 from trillium.models.av_tiny.processor import AUX_CHANNELS, NO_AUX, AVTinyProcessor
@@ -316,9 +317,9 @@ def evaluate_all(
     """Held-out accuracy per family (full cache and random eviction) and accuracy on longer clips."""
     heldout = heldout_samples(config.eval_per_family)
     full = evaluate(model, processor, heldout, progress=progress).accuracy
-    policy = RandomEviction(config.eviction_keep_fraction, seed=config.seed)
+    policy = make_policy("random", budget=config.eviction_keep_fraction, seed=config.seed)
     evicted = evaluate(
-        model, processor, heldout, generate_fn=random_eviction_generate_fn(model, policy), progress=progress
+        model, processor, heldout, generate_fn=policy_generate_fn(model, policy), progress=progress
     ).accuracy
     longer = {}
     for frames in config.long_frames:
