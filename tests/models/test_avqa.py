@@ -44,7 +44,7 @@ def recompute_answer(scene: Scene, question: Question) -> tuple[str, ...]:
         return (heard.get(int(question.param("timestamp")) - scene.first_step, "silence"),)
     if question.family == "cross_modal":
         (step,) = [s for s, sound in heard.items() if sound == question.param("sound")]
-        return (visible[step][0],) if step in visible else ("nothing",)
+        return (f"<t{scene.first_step + step}>", visible[step][0] if step in visible else "nothing")
     if question.family == "counting":
         return (NUMBER_WORDS[list(heard.values()).count(question.param("sound"))],)
     return ({f.key: f.value for f in scene.facts}[question.param("key")],)

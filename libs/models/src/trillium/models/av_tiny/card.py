@@ -68,7 +68,8 @@ so that Trillium can measure KV-cache compression losses on a multimodal model i
   2022, widened to two tokens). Prompts
   therefore enter as `inputs_embeds = embed_inputs(model, input_ids, aux_ids)`.
 - Decoder: `Qwen2ForCausalLM`, hidden {size["hidden"]}, {size["layers"]} layers, {size["heads"]} heads,
-  {size["kv_heads"]} KV heads, MLP {size["intermediate"]}, RoPE, vocabulary of discrete tokens,
+  {size["kv_heads"]} KV heads, MLP {size["intermediate"]}, RoPE theta {size.get("rope_theta", 1e4):,.0f},
+  vocabulary of discrete tokens,
   {results["parameters"]:,} parameters, fp32 safetensors. Loads with
   `AutoModelForCausalLM.from_pretrained` (offline); the processor with
   `AVTinyProcessor.from_pretrained` from the same folder.
@@ -77,7 +78,8 @@ so that Trillium can measure KV-cache compression losses on a multimodal model i
 AVQA-synth (`trillium.models.avqa`): coloured shapes that appear, move and disappear on a grid,
 sound events of six classes, grey distractor shapes, noise bursts and a short text passage.
 Question families: video recall (`what object was at <tK>` -> one word, e.g. `red-circle`), audio recall
-(`which sound played during <tK>`), cross-modal (`what colour was the object at the X`), counting
+(`which sound played during <tK>`), cross-modal (`what colour was the object at the X` -> the sound's time,
+then the colour, e.g. `<t7> red`), counting
 (`how many times sounded the X`) and text (`what is the KEY`, facts written `KEY VALUE .`).
 Training clips have
 4-16 (even) frames of 24/32/40 px (3x3 to 5x5 patches), 1-6 sound events, 0/1/2/4 distractors and

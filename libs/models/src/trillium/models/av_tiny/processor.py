@@ -31,8 +31,8 @@ whose embeddings are *added* to the token's own embedding (-1 = none):
 
 Without them a 0.5M-parameter decoder trained for an hour on 2 CPU cores never left the plateau
 (about chance accuracy after 1,300 steps); with them every lookup the questions need is one
-attention hop from the answer slot (two for cross-modal questions). Generated tokens carry no
-auxiliary ids, so decoding feeds plain ``input_ids``.
+attention hop from the answer slot (cross-modal answers take one hop per answer token). Generated
+tokens carry no auxiliary ids, so decoding feeds plain ``input_ids``.
 
 The layout is built with :class:`TokenLayout`'s own constructor (per-token fields), because the
 convenience builders ``TokenLayout.video/audio`` cannot interleave marker tokens inside a segment

@@ -5,8 +5,16 @@ tokens the processor puts in front of each video frame and each audio step. Ever
 its subject (the timestamp, the sound or the fact key), so the answer slot that follows the question
 sees the subject as its previous token (see the processor's token-shift embedding); the word before
 a timestamp names the modality asked about (``at <tK>`` for video, ``during <tK>`` for audio), and the
-answer slot sees it as the token before that. Every answer is one word (objects are named
-``colour-shape``, :func:`object_word`), so it is read by the answer slot's own lookup.
+answer slot sees it as the token before that. Answers are one word (objects are named
+``colour-shape``, :func:`object_word`), so each is read by the answer slot's own lookup, except
+cross-modal answers: two tokens, the time the sound played and then the colour (``<t7> red``).
+
+Why two tokens for cross-modal (our design choice): the question needs two lookups in a row, the
+sound's time in the audio and then the object at that time in the video. As one word, only the
+colour is supervised, and a from-scratch model never learned the first lookup (cross-modal stayed
+near the majority answer, and counting, which needs the same "find this sound" lookup, stayed at
+its prior). Answering the time first supervises each lookup on its own, like a one-step
+chain of thought; the colour token then reads the video at the time it has just written.
 """
 
 from __future__ import annotations
@@ -63,7 +71,10 @@ def answer_question(scene: Scene, family: str, params: dict[str, str]) -> tuple[
                 f"cross_modal needs a sound heard exactly once, {params['sound']} was heard {len(steps)}x"
             )
         track = scene.object_at(steps[0])
-        return (track.colour if track is not None else "nothing",)
+        return (
+            timestamp_token(scene.first_step + steps[0]),
+            track.colour if track is not None else "nothing",
+        )
     if family == "counting":
         return (NUMBER_WORDS[sum(e.sound == params["sound"] for e in scene.sounds)],)
     if family == "text":
