@@ -33,6 +33,8 @@ class RandomEviction(Policy):
     def begin(self, layout: TokenLayout, num_layers: int) -> None:
         """Draw this prompt's kept subset: ``tokens_to_keep(L)`` indices of ``[0, L)``, sorted."""
         super().begin(layout, num_layers)
+        if self._kept is not None and self._length == len(layout):
+            return  # the draw depends on (seed, length) only; compress() validates before its session begins
         length = self._length = len(layout)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + length)
         order = torch.randperm(length, generator=generator)
