@@ -23,6 +23,7 @@ from trillium.models.avqa import (
     render_video,
     training_batches,
     training_config,
+    validation_samples,
 )
 
 CONFIG = AVQAConfig(
@@ -119,6 +120,14 @@ def test_heldout_split_uses_unseen_knobs_and_seeds() -> None:
     assert all(len(s.questions) == 2 for s in train)
 
 
+def test_validation_split_has_heldout_knobs_and_other_scenes() -> None:
+    held, val = heldout_samples(3), validation_samples(3)
+    assert [s.scene.config for s in val] == [s.scene.config for s in held]
+    assert [s.questions[0].family for s in val] == [s.questions[0].family for s in held]
+    assert all(v.scene != h.scene for v, h in zip(val, held, strict=True))
+    assert validation_samples(1, n_frames=(24,))[0].scene.config.n_frames == 24
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"n_frames": 1}, {"frame_size": 30}, {"n_sound_events": 0}, {"n_facts": 0}, {"max_first_step": 60}],
@@ -156,27 +165,33 @@ def test_family_weights_steer_the_questions_drawn() -> None:
             next(training_batches(seed=0, family_weights=bad))
 
 
-def test_long_clips_join_after_their_start_batch_with_their_own_batch_size() -> None:
+def test_long_clips_join_after_their_start_batch_sized_by_video_volume() -> None:
     assert set(LONG_TRAIN_FRAMES).isdisjoint(HELDOUT_FRAMES) and max(LONG_TRAIN_FRAMES) < 48
+    volume = 18 * 32 * 32 * 2  # two of the smallest long clips
     stream = training_batches(
         seed=3,
         questions_per_sample=1,
         batch_size=3,
-        long_clips=LongClips(after=2, fraction=1.0, batch_size=2),
+        long_clips=LongClips(after=2, fraction=1.0, batch_volume=volume),
     )
-    batches = [next(stream) for _ in range(4)]
-    assert [len(b) for b in batches] == [3, 3, 2, 2]
+    batches = [next(stream) for _ in range(12)]
+    assert [len(b) for b in batches[:2]] == [3, 3]
     assert all(s.scene.config.n_frames in TRAIN_FRAMES for b in batches[:2] for s in b)
     assert all(s.scene.config.n_frames in LONG_TRAIN_FRAMES for b in batches[2:] for s in b)
+    for batch in batches[2:]:
+        config = batch[0].scene.config
+        assert all(s.scene.config == config for s in batch)
+        assert len(batch) == max(1, round(volume / (config.n_frames * config.frame_size**2)))
+    assert {len(b) for b in batches[2:]} >= {1, 2}  # the clip's volume sets the batch size
     half = training_batches(
         seed=4,
         questions_per_sample=1,
         batch_size=3,
-        long_clips=LongClips(after=0, fraction=0.5, batch_size=1),
+        long_clips=LongClips(after=0, fraction=0.5, batch_volume=1),
     )
     sizes = [len(next(half)) for _ in range(40)]
     assert 8 < sizes.count(1) < 32
-    for bad in ({"after": -1}, {"after": 0, "fraction": 1.5}, {"after": 0, "batch_size": 0}):
+    for bad in ({"after": -1}, {"after": 0, "fraction": 1.5}, {"after": 0, "batch_volume": 0}):
         with pytest.raises(ValueError, match="LongClips"):
             LongClips(**bad)
 

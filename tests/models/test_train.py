@@ -24,11 +24,19 @@ from trillium.models.avqa import FAMILIES, AVQAConfig, make_sample
 def test_quick_training_writes_a_loadable_model(tmp_path) -> None:
     checkpoint = tmp_path / "state.pt"
     main(["--out", str(tmp_path), "--quick", "--no-progress", "--checkpoint", str(checkpoint)])
-    assert torch.load(checkpoint, weights_only=True)["step"] == TrainConfig.quick().steps - 1
+    quick = TrainConfig.quick()
+    assert torch.load(checkpoint, weights_only=True)["step"] == quick.steps - 1
+    assert quick.long_stage is not None
+    long_checkpoint = tmp_path / "state-long.pt"  # the long stage keeps its own train state
+    assert torch.load(long_checkpoint, weights_only=True)["step"] == quick.long_stage.steps - 1
     for name in ("config.json", "model.safetensors", "processor_config.json", "codebooks.safetensors"):
         assert (tmp_path / name).is_file(), name
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert set(results["heldout_full_cache"]) >= {"video_recall", "cross_modal", "overall"}
+    assert results["steps_run"] == {"main": quick.steps, "long": quick.long_stage.steps}
+    assert results["longer_clips"]["24x40"]["frames"] == 24
+    low, high = results["long_clip_prompt_tokens"]
+    assert low < results["longer_clips"]["24x40"]["prompt_tokens"] < high
     card = (tmp_path / "MODEL_CARD.md").read_text()
     assert "Apache-2.0" in card and "--out assets/models/av-tiny" in card
     model, processor = load_av_tiny(tmp_path)
@@ -39,16 +47,23 @@ def test_training_continues_from_a_trained_model(tmp_path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     main(["--out", str(first), "--quick", "--no-progress"])
     before, processor = load_av_tiny(first)
-    run(second, TrainConfig.quick(), progress=False, init_from=first)
+    results = run(second, TrainConfig.quick().long_stage_config(), progress=False, init_from=first)
+    assert results["steps_run"] == {"main": 2}  # what --long-finetune runs: the long stage alone
     after, continued = load_av_tiny(second)
     assert continued.vocab == processor.vocab
     assert torch.equal(continued.video_codebook, processor.video_codebook)  # codebooks kept, not refit
     weight = "model.embed_tokens.weight"
     assert not torch.equal(before.state_dict()[weight], after.state_dict()[weight])  # it trained on
     card = (second / "MODEL_CARD.md").read_text()
-    assert f"Continued from the trained model in `{first}`" in card and "long clips" in card
+    assert f"Continued from the trained model in `{first}`" in card and "hold long clips" in card
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "third"), "--long-finetune"])  # needs --init-from
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x"), "--long-finetune", "--init-from", str(first), "--no-long-stage"])
+    main(["--out", str(tmp_path / "main-only"), "--quick", "--no-long-stage", "--no-progress"])
+    results = json.loads((tmp_path / "main-only" / "eval_results.json").read_text())
+    assert results["steps_run"] == {"main": TrainConfig.quick().steps}
+    assert results["config"]["long_stage"] is None
 
 
 def test_encode_example_labels_only_answers(processor) -> None:
@@ -72,6 +87,16 @@ def test_encode_example_labels_only_answers(processor) -> None:
     assert bool((batch["labels"][1, 10:] == IGNORE_INDEX).all()) and bool(
         (batch["aux_ids"][1, 10:] == -1).all()
     )
+
+
+def test_long_stage_config_restarts_the_schedule_on_its_own_stream() -> None:
+    config = TrainConfig(seed=3)
+    stage = config.long_stage_config()
+    assert config.long_stage is not None and stage.long_stage is None
+    assert (stage.steps, stage.learning_rate, stage.curriculum_steps) == (900, 5e-4, 0)
+    assert stage.long_clips == config.long_stage.clips and stage.seed == 3 and stage.stream == 1000
+    with pytest.raises(ValueError, match="long_stage"):
+        stage.long_stage_config()
 
 
 def test_learning_rate_warms_up_then_decays() -> None:

@@ -17,15 +17,40 @@ def _row(name: str, accuracy: dict[str, float]) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
+def _long_clips(long: dict) -> str:
+    return (
+        f"{long['fraction']:.0%} of the batches hold long clips instead of short ones "
+        f"({', '.join(map(str, LONG_TRAIN_FRAMES))} frames of "
+        f"{'/'.join(map(str, LONG_TRAIN_FRAME_SIZES))} px, 2-8 sound events, as many clips as fit "
+        f"{long['batch_volume']:,} frame-pixels)"
+    )
+
+
 def _long_clips_sentence(config: dict) -> str:
     long = config.get("long_clips")
     if not long:
         return ""
-    return (
-        f"From step {long['after']:,} on, {long['fraction']:.0%} of the batches hold "
-        f"{long['batch_size']} long clips instead ({', '.join(map(str, LONG_TRAIN_FRAMES))} frames of "
-        f"{'/'.join(map(str, LONG_TRAIN_FRAME_SIZES))} px, 2-8 sound events). "
+    return f"From step {long['after']:,} on, {_long_clips(long)}. "
+
+
+def _training_sentence(results: dict, config: dict) -> str:
+    steps_run = results.get("steps_run", config["steps"])
+    main_steps = steps_run["main"] if isinstance(steps_run, dict) else steps_run
+    text = (
+        f"Training: {main_steps} of {config['steps']} scheduled steps x {config['batch_size']} clips x "
+        f"{config['questions_per_sample']} questions, AdamW, peak lr {config['learning_rate']}, "
+        f"curriculum over the first {config.get('curriculum_steps', 0)} steps, auxiliary LM loss weight "
+        f"{config.get('lm_loss_weight', 0.0)}, seed {config['seed']}"
     )
+    stage = config.get("long_stage")
+    if stage and isinstance(steps_run, dict) and "long" in steps_run:
+        low, high = results["long_clip_prompt_tokens"]
+        text += (
+            f"; then a long stage of {steps_run['long']} of {stage['steps']} steps (peak lr "
+            f"{stage['learning_rate']}, its own warm-up and cosine decay) in which "
+            f"{_long_clips(stage['clips'])}: prompts of about {low:,}-{high:,} tokens"
+        )
+    return text + ". "
 
 
 def write_model_card(directory: Path, results: dict[str, object]) -> None:
@@ -41,8 +66,9 @@ def write_model_card(directory: Path, results: dict[str, object]) -> None:
         _row("held-out, full cache", results["heldout_full_cache"]),
         _row(f"held-out, random eviction (keep {keep:.0%})", results["heldout_random_eviction"]),
     ]
-    for frames, acc in results["longer_clips"].items():
-        table.append(_row(f"{frames} frames (~{acc['prompt_tokens']} prompt tokens), full cache", acc))
+    for key, acc in results["longer_clips"].items():
+        clip = f"{acc.get('frames', key)} frames of {acc.get('frame_size', 40)} px"
+        table.append(_row(f"{clip} (~{acc['prompt_tokens']:,} prompt tokens), full cache", acc))
     lengths = ", ".join(f"{k} frames: {v}" for k, v in results["heldout_prompt_tokens"].items())
     origin = (
         f"Continued from the trained model in `{results['init_from']}` (its codebooks and weights). "
@@ -85,10 +111,7 @@ Training clips have
 4-16 (even) frames of 24/32/40 px (3x3 to 5x5 patches), 1-6 sound events, 0/1/2/4 distractors and
 1-5 facts; the held-out split uses other seeds and knob values (7, 11, 15 frames of 40 px,
 3 distractors, 5 events, 4 facts). {_long_clips_sentence(config)}Held-out prompt lengths: {lengths} tokens.
-{origin}Training: {results.get("steps_run", config["steps"])} of {config["steps"]} scheduled steps x
-{config["batch_size"]} clips x {config["questions_per_sample"]} questions, AdamW, peak lr
-{config["learning_rate"]}, curriculum over the first {config.get("curriculum_steps", 0)} steps,
-auxiliary LM loss weight {config.get("lm_loss_weight", 0.0)}, seed {config["seed"]},
+{origin}{_training_sentence(results, config)}Training took
 {results["train_seconds"] / 60:.1f} minutes wall-clock on CPU ({config["threads"]} torch thread(s),
 {timing_scope}); final training loss {results["final_loss"]:.3f}.
 

@@ -8,6 +8,7 @@ the scene description (:func:`answer_question`).
 
 from trillium.models.avqa.dataset import (
     HELDOUT_FRAMES,
+    LONG_TRAIN_FRAME_SIZES,
     LONG_TRAIN_FRAMES,
     TRAIN_FRAMES,
     LongClips,
@@ -19,6 +20,7 @@ from trillium.models.avqa.dataset import (
     make_sample,
     training_batches,
     training_config,
+    validation_samples,
 )
 from trillium.models.avqa.questions import (
     FAMILIES,
@@ -45,10 +47,11 @@ from trillium.models.avqa.scene import (
 )
 
 __all__ = [
-    "COLOURS", "FACT_KEYS", "FACT_VALUES", "FAMILIES", "HELDOUT_FRAMES", "LONG_TRAIN_FRAMES",
-    "MAX_TIMESTAMP", "NUMBER_WORDS",
+    "COLOURS", "FACT_KEYS", "FACT_VALUES", "FAMILIES", "HELDOUT_FRAMES",
+    "LONG_TRAIN_FRAME_SIZES", "LONG_TRAIN_FRAMES", "MAX_TIMESTAMP", "NUMBER_WORDS",
     "SHAPES", "SOUNDS", "TRAIN_FRAMES", "AVQAConfig", "Fact", "ObjectTrack", "Question", "Sample", "Scene",
     "SoundEvent", "LongClips", "answer_question", "long_training_config",
     "object_word", "draw_question", "facts_text", "generate_scene", "heldout_config",
     "heldout_samples", "make_sample", "render_audio", "render_video", "training_config", "training_batches",
+    "validation_samples",
 ]  # fmt: skip

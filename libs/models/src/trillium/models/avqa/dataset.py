@@ -24,12 +24,14 @@ TRAIN_SEED_SPAN = 10_000_000
 """Sample seeds one training stream may use (a 3,000-step run uses about 50,000)."""
 HELDOUT_SEED_OFFSET = 1_000_000_000
 HELDOUT_SEED_SPAN = 100_000_000
+VALIDATION_SEED_OFFSET = HELDOUT_SEED_OFFSET + 60_000_000
+"""Validation samples: held-out knobs, seeds far from the held-out ones (inside the span training avoids)."""
 TRAIN_FRAMES: tuple[int, ...] = (4, 6, 8, 10, 12, 14, 16)
 TRAIN_FRAME_SIZES: tuple[int, ...] = (24, 32, 40)
 TRAIN_DISTRACTORS: tuple[int, ...] = (0, 1, 2, 4)
 HELDOUT_FRAMES: tuple[int, ...] = (7, 11, 15)
 LONG_TRAIN_FRAMES: tuple[int, ...] = (18, 22, 26, 30, 34, 38, 42)
-LONG_TRAIN_FRAME_SIZES: tuple[int, ...] = (32, 40)
+LONG_TRAIN_FRAME_SIZES: tuple[int, ...] = (32, 40, 48, 56, 64)
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,10 @@ def training_config(rng: np.random.Generator, difficulty: float = 1.0) -> AVQACo
 
 
 def long_training_config(rng: np.random.Generator) -> AVQAConfig:
-    """Knob values of one long training clip: 18-42 frames (about 0.5-1.3k prompt tokens), more
-    sound events. Frame counts stay disjoint from the held-out ones and stop below the longest
-    evaluation clips (48 and 60 frames), so those still measure generalisation to unseen lengths."""
+    """Knob values of one long training clip: 18-42 frames of 32-64 px (about 0.4-2.9k av-tiny prompt
+    tokens), more sound events. Frame counts stay disjoint from the held-out ones and stop below the
+    longest evaluation clips (48 and 60 frames), so those still measure generalisation to unseen
+    lengths; frames larger than 40 px never occur in short training clips."""
     n_frames = int(rng.choice(LONG_TRAIN_FRAMES))
     return AVQAConfig(
         n_frames=n_frames,
@@ -111,18 +114,24 @@ def long_training_config(rng: np.random.Generator) -> AVQAConfig:
 @dataclass(frozen=True)
 class LongClips:
     """Long clips mixed into training from batch ``after`` on: each batch is long with probability
-    ``fraction`` and then holds ``batch_size`` clips (fewer than a short batch, so that a step costs
-    about the same)."""
+    ``fraction`` and then holds as many clips as fit ``batch_volume`` (frames x height x width of
+    video, at least one clip), so that a long batch costs about as much as a short one whatever
+    the clip's length and frame size. The default, 30 x 40 x 40 x 4, gives four 30-frame 40 px
+    clips, ten 18-frame 32 px ones, or one 42-frame 64 px one."""
 
     after: int
     fraction: float = 0.5
-    batch_size: int = 4
+    batch_volume: int = 192_000
 
     def __post_init__(self) -> None:
-        if self.after < 0 or not 0.0 <= self.fraction <= 1.0 or self.batch_size < 1:
+        if self.after < 0 or not 0.0 <= self.fraction <= 1.0 or self.batch_volume < 1:
             raise ValueError(
-                f"LongClips needs after >= 0, fraction in [0, 1] and batch_size >= 1, got {self}"
+                f"LongClips needs after >= 0, fraction in [0, 1] and batch_volume >= 1, got {self}"
             )
+
+    def clips_per_batch(self, config: AVQAConfig) -> int:
+        """Clips of knob values ``config`` in one long batch."""
+        return max(1, round(self.batch_volume / (config.n_frames * config.frame_size**2)))
 
 
 def training_batches(
@@ -169,7 +178,7 @@ def training_batches(
         batch_number += 1
         config = long_training_config(rng) if is_long else training_config(rng, difficulty)
         batch = []
-        for _ in range(long_clips.batch_size if is_long else batch_size):
+        for _ in range(long_clips.clips_per_batch(config) if is_long else batch_size):
             drawn = (
                 rng.integers(0, len(FAMILIES), size=questions_per_sample)
                 if probabilities is None
@@ -197,9 +206,21 @@ def heldout_samples(
     count: int, n_frames: tuple[int, ...] = HELDOUT_FRAMES, frame_size: int = 40
 ) -> list[Sample]:
     """``count`` held-out samples per question family (one question each), cycling over ``n_frames``."""
+    return _knob_split(HELDOUT_SEED_OFFSET, count, n_frames, frame_size)
+
+
+def validation_samples(
+    count: int, n_frames: tuple[int, ...] = HELDOUT_FRAMES, frame_size: int = 40
+) -> list[Sample]:
+    """Like :func:`heldout_samples` (same knobs) with other seeds: recipe choices are made on this
+    split, so that the held-out split is only ever reported."""
+    return _knob_split(VALIDATION_SEED_OFFSET, count, n_frames, frame_size)
+
+
+def _knob_split(first_seed: int, count: int, n_frames: tuple[int, ...], frame_size: int) -> list[Sample]:
     samples = []
     for index in range(count * len(FAMILIES)):
         family = FAMILIES[index % len(FAMILIES)]
         config = heldout_config(n_frames[(index // len(FAMILIES)) % len(n_frames)], frame_size)
-        samples.append(make_sample(config, HELDOUT_SEED_OFFSET + index, (family,)))
+        samples.append(make_sample(config, first_seed + index, (family,)))
     return samples
