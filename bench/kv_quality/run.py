@@ -24,8 +24,10 @@ attention observations on av-tiny, from full-prompt attention: the share of the 
 that goes to video vs audio per layer (AccKV's "attention convergence") and the cross-modal share of
 attention per layer (FlowMM's ρ^l).
 
-Writes `kv-quality.json` ({"rows": [...], "perf": [...], "observations": {...}}), `kv-quality.png`,
-`kv-observations.png` and `kv-quality.md` into `--out-dir`.
+Writes `NAME.json` ({"rows": [...], "perf": [...], "observations": {...}}), `NAME.png`,
+`NAME-observations.png` and `NAME.md` into `--out-dir` (`--name`, default `kv-quality`). The held-out
+clips have 7, 11 and 15 frames of 40 px (about 220-460 prompt tokens); `--frames 32 --name
+kv-quality-long` (`make bench-kv-long`) runs the same protocol on about 950-token prompts.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from trillium.models.av_tiny.evaluate import greedy_decode, sample_inputs
 from trillium.models.av_tiny.model import embed_inputs, load_av_tiny
 from trillium.models.av_tiny.processor import AVInputs
 from trillium.models.avqa import FAMILIES
-from trillium.models.avqa.dataset import heldout_samples
+from trillium.models.avqa.dataset import HELDOUT_FRAMES, heldout_samples
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "assets" / "models" / "av-tiny"
@@ -103,9 +105,11 @@ class Tally:
 
 
 @torch.no_grad()
-def build_prompts(model, processor, per_family: int) -> list[Prompt]:
+def build_prompts(
+    model, processor, per_family: int, n_frames: tuple[int, ...] = HELDOUT_FRAMES, frame_size: int = 40
+) -> list[Prompt]:
     prompts = []
-    for sample in heldout_samples(per_family):
+    for sample in heldout_samples(per_family, n_frames, frame_size):
         inputs = sample_inputs(processor, sample, 0)
         question = sample.questions[0]
         embeds = embed_inputs(model, inputs.input_ids, inputs.aux_ids)
@@ -269,6 +273,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--per-family", type=int, default=30, help="held-out questions per family")
+    parser.add_argument(
+        "--frames",
+        default=",".join(map(str, HELDOUT_FRAMES)),
+        help="comma-separated frame counts of the held-out clips (cycled over)",
+    )
+    parser.add_argument("--frame-size", type=int, default=40, help="frame side in px")
+    parser.add_argument("--name", default="kv-quality", help="stem of the output files")
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     parser.add_argument(
         "--policies",
@@ -291,7 +302,8 @@ def main() -> None:
 
     model, processor = load_av_tiny(args.model)
     model.eval()
-    prompts = build_prompts(model, processor, args.per_family)
+    frames = tuple(int(f) for f in args.frames.split(","))
+    prompts = build_prompts(model, processor, args.per_family, frames, args.frame_size)
     run_full(model, processor, prompts[:1])  # warm-up (first-call allocations), not reported
     full = run_full(model, processor, prompts)
     rows = tally_rows("trillium", "full", 1.0, full, full)
@@ -315,9 +327,13 @@ def main() -> None:
     else:
         kvpress_status = kvpress
     observations = attention_observations(model, prompts)
+    lengths = [p.input_ids.shape[1] for p in prompts]
     meta = {
         "model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
         "per_family": args.per_family,
+        "frames": frames,
+        "frame_size": args.frame_size,
+        "prompt_tokens": [min(lengths), max(lengths)],
         "budgets": budgets,
         "kvpress": kvpress_status,
         "torch": torch.__version__,
@@ -328,17 +344,18 @@ def main() -> None:
             " through the compressed cache uncompressed, positions continuing; greedy decode, 3 tokens"
         ),
     }
-    write_outputs(args.out_dir, meta, rows, perf, observations)
+    write_outputs(args.out_dir / args.name, meta, rows, perf, observations)
 
 
-def write_outputs(out_dir: Path, meta: dict, rows: list[dict], perf: list[dict], observations: dict) -> None:
+def write_outputs(stem: Path, meta: dict, rows: list[dict], perf: list[dict], observations: dict) -> None:
+    """Write ``stem.json``, ``stem.png``, ``stem-observations.png`` and ``stem.md``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "kv-quality.json").write_text(
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(
         json.dumps({**meta, "rows": rows, "perf": perf, "observations": observations}, indent=1)
     )
     series: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
@@ -364,9 +381,9 @@ def write_outputs(out_dir: Path, meta: dict, rows: list[dict], perf: list[dict],
     axis.set_xlabel("KV budget (fraction kept)")
     axis.set_ylabel("accuracy (overall)")
     axis.legend(fontsize=7, ncol=2)
-    axis.set_title("av-tiny on held-out AVQA-synth")
+    axis.set_title(f"av-tiny on held-out AVQA-synth ({_clips(meta)})")
     figure.tight_layout()
-    figure.savefig(out_dir / "kv-quality.png", dpi=110)
+    figure.savefig(stem.with_suffix(".png"), dpi=110)
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     layers = range(len(observations["cross_modal_share"]))
@@ -379,9 +396,15 @@ def write_outputs(out_dir: Path, meta: dict, rows: list[dict], perf: list[dict],
         axis.set_xlabel("layer")
         axis.legend() if axis is axes[0] else None
     figure.tight_layout()
-    figure.savefig(out_dir / "kv-observations.png", dpi=110)
+    figure.savefig(stem.with_name(f"{stem.name}-observations.png"), dpi=110)
 
-    (out_dir / "kv-quality.md").write_text(summary_markdown(meta, rows, perf) + "\n")
+    stem.with_suffix(".md").write_text(summary_markdown(meta, rows, perf) + "\n")
+
+
+def _clips(meta: dict) -> str:
+    frames = "/".join(map(str, meta["frames"]))
+    low, high = meta["prompt_tokens"]
+    return f"{frames} frames of {meta['frame_size']} px, {low}-{high} prompt tokens"
 
 
 SEED_POLICIES = ("acckv", "purekv", "flowmm", "madakv")
@@ -455,7 +478,8 @@ def summary_markdown(meta: dict, rows: list[dict], perf: list[dict]) -> str:
     full = {r["family"]: r["accuracy"] for r in rows if r["policy"] == "full"}
     family_cells = ", ".join(f"{f} {100 * full[f]:.1f}" for f in (*FAMILIES, "overall") if f in full)
     parts = [
-        f"# kv-quality ({meta['per_family']} held-out questions per family; kvpress: {meta['kvpress']})",
+        f"# kv-quality ({meta['per_family']} held-out questions per family, {_clips(meta)}; "
+        f"kvpress: {meta['kvpress']})",
         "",
         f"Full cache (%): {family_cells}. Protocol: {meta['protocol']}.",
         "",

@@ -55,5 +55,6 @@ def test_harness_writes_rows_per_impl_policy_budget_and_family(tmp_path):
     snap = next(p for p in result["perf"] if p["policy"] == "snapkv" and p["budget"] == 0.2)
     assert 0.21 < snap["kv_bytes_ratio"] < 0.5
     assert len(result["observations"]["cross_modal_share"]) > 0
-    for name in ("kv-quality.png", "kv-observations.png", "kv-quality.md"):
+    assert result["frames"] == [7, 11, 15] and result["prompt_tokens"][0] > 200
+    for name in ("kv-quality.png", "kv-quality-observations.png", "kv-quality.md"):
         assert (tmp_path / "out" / name).stat().st_size > 0
