@@ -329,6 +329,7 @@ def main() -> None:
     observations = attention_observations(model, prompts)
     lengths = [p.input_ids.shape[1] for p in prompts]
     meta = {
+        "name": args.name,
         "model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
         "per_family": args.per_family,
         "frames": frames,
@@ -478,7 +479,7 @@ def summary_markdown(meta: dict, rows: list[dict], perf: list[dict]) -> str:
     full = {r["family"]: r["accuracy"] for r in rows if r["policy"] == "full"}
     family_cells = ", ".join(f"{f} {100 * full[f]:.1f}" for f in (*FAMILIES, "overall") if f in full)
     parts = [
-        f"# kv-quality ({meta['per_family']} held-out questions per family, {_clips(meta)}; "
+        f"# {meta['name']} ({meta['per_family']} held-out questions per family, {_clips(meta)}; "
         f"kvpress: {meta['kvpress']})",
         "",
         f"Full cache (%): {family_cells}. Protocol: {meta['protocol']}.",

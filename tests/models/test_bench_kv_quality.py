@@ -56,5 +56,7 @@ def test_harness_writes_rows_per_impl_policy_budget_and_family(tmp_path):
     assert 0.21 < snap["kv_bytes_ratio"] < 0.5
     assert len(result["observations"]["cross_modal_share"]) > 0
     assert result["frames"] == [7, 11, 15] and result["prompt_tokens"][0] > 200
+    assert result["name"] == "kv-quality"
+    assert (tmp_path / "out" / "kv-quality.md").read_text().startswith("# kv-quality (")
     for name in ("kv-quality.png", "kv-quality-observations.png", "kv-quality.md"):
         assert (tmp_path / "out" / name).stat().st_size > 0
