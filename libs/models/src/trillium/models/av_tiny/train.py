@@ -15,8 +15,8 @@
    start short and small and grow (curriculum), and several questions per clip give several
    supervised answers per prefill.
 3. Long stage (:class:`LongStage`): 900 more steps at a lower peak learning rate in which half the
-   batches hold long clips, 18-42 frames of 32-64 px (about 0.4-2.9k prompt tokens; the other half
-   are short batches as before), so the model also trains on the 1-3k-token contexts KV compression
+   batches hold long clips, 18-42 frames of 32-80 px (about 0.4-4.5k prompt tokens; the other half
+   are short batches as before), so the model also trains on the 1-4k-token contexts KV compression
    is about. It runs after the main schedule, once the short-clip skills are learned: mixed into
    the main schedule from step 2,000 instead (``TrainConfig(long_clips=LongClips(after=2000))``),
    long clips lifted longer clips but cost held-out audio recall and cross-modal accuracy (84.1%
@@ -112,7 +112,7 @@ class TrainConfig:
     audio_codes: int = 32
     codebook_scenes: int = 200
     eval_per_family: int = 100
-    long_eval: tuple[tuple[int, int], ...] = ((24, 40), (32, 40), (48, 40), (60, 40), (60, 56), (60, 64))
+    long_eval: tuple[tuple[int, int], ...] = ((24, 40), (32, 40), (48, 40), (60, 40), (60, 64), (60, 80))
     """Longer evaluation clips as (frames, frame size in px) pairs."""
     long_eval_per_family: int = 20
     eviction_keep_fraction: float = 0.1

@@ -31,7 +31,7 @@ TRAIN_FRAME_SIZES: tuple[int, ...] = (24, 32, 40)
 TRAIN_DISTRACTORS: tuple[int, ...] = (0, 1, 2, 4)
 HELDOUT_FRAMES: tuple[int, ...] = (7, 11, 15)
 LONG_TRAIN_FRAMES: tuple[int, ...] = (18, 22, 26, 30, 34, 38, 42)
-LONG_TRAIN_FRAME_SIZES: tuple[int, ...] = (32, 40, 48, 56, 64)
+LONG_TRAIN_FRAME_SIZES: tuple[int, ...] = (32, 40, 48, 56, 64, 72, 80)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def training_config(rng: np.random.Generator, difficulty: float = 1.0) -> AVQACo
 
 
 def long_training_config(rng: np.random.Generator) -> AVQAConfig:
-    """Knob values of one long training clip: 18-42 frames of 32-64 px (about 0.4-2.9k av-tiny prompt
+    """Knob values of one long training clip: 18-42 frames of 32-80 px (about 0.4-4.5k av-tiny prompt
     tokens), more sound events. Frame counts stay disjoint from the held-out ones and stop below the
     longest evaluation clips (48 and 60 frames), so those still measure generalisation to unseen
     lengths; frames larger than 40 px never occur in short training clips."""
@@ -117,7 +117,7 @@ class LongClips:
     ``fraction`` and then holds as many clips as fit ``batch_volume`` (frames x height x width of
     video, at least one clip), so that a long batch costs about as much as a short one whatever
     the clip's length and frame size. The default, 30 x 40 x 40 x 4, gives four 30-frame 40 px
-    clips, ten 18-frame 32 px ones, or one 42-frame 64 px one."""
+    clips, ten 18-frame 32 px ones, or one 42-frame clip of 64 px or more."""
 
     after: int
     fraction: float = 0.5
