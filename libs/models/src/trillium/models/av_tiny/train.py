@@ -15,7 +15,7 @@
    start short and small and grow (curriculum), and several questions per clip give several
    supervised answers per prefill.
 3. Long stage (:class:`LongStage`): 900 more steps at a lower peak learning rate in which half the
-   batches hold long clips, 18-42 frames of 32-80 px (about 0.4-4.5k prompt tokens; the other half
+   batches hold long clips, 18-42 frames of 32-80 px (about 0.4-4.4k prompt tokens; the other half
    are short batches as before), so the model also trains on the 1-4k-token contexts KV compression
    is about. It runs after the main schedule, once the short-clip skills are learned: mixed into
    the main schedule from step 2,000 instead (``TrainConfig(long_clips=LongClips(after=2000))``),

@@ -96,7 +96,7 @@ def training_config(rng: np.random.Generator, difficulty: float = 1.0) -> AVQACo
 
 
 def long_training_config(rng: np.random.Generator) -> AVQAConfig:
-    """Knob values of one long training clip: 18-42 frames of 32-80 px (about 0.4-4.5k av-tiny prompt
+    """Knob values of one long training clip: 18-42 frames of 32-80 px (about 0.4-4.4k av-tiny prompt
     tokens), more sound events. Frame counts stay disjoint from the held-out ones and stop below the
     longest evaluation clips (48 and 60 frames), so those still measure generalisation to unseen
     lengths; frames larger than 40 px never occur in short training clips."""
