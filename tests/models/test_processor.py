@@ -12,8 +12,16 @@ from PIL import Image
 from trillium.kvcompress.layout import Modality
 from trillium.models.av_tiny.codebook import assign_codes, assign_codes_reference, fit_kmeans
 from trillium.models.av_tiny.features import FeatureConfig, log_mel_frames, mel_filterbank, patch_features
+from trillium.models.av_tiny.model import DecoderSize
 from trillium.models.av_tiny.processor import AVTinyProcessor
-from trillium.models.avqa import AVQAConfig, make_sample
+from trillium.models.av_tiny.train import TrainConfig
+from trillium.models.avqa import (
+    LONG_TRAIN_FRAME_SIZES,
+    LONG_TRAIN_FRAMES,
+    AVQAConfig,
+    heldout_config,
+    make_sample,
+)
 
 SAMPLE = make_sample(AVQAConfig(n_frames=5, frame_size=24, n_sound_events=2, max_first_step=10), 7)
 
@@ -77,6 +85,27 @@ def test_layout_coordinates_and_timestamps(processor: AVTinyProcessor) -> None:
     assert inputs.question_start == int((layout.segment == 3).nonzero()[0])
     assert processor.vocab[int(ids[-1])] == "<answer>"
     assert processor.vocab[int(ids[inputs.question_start])] == "<question>"
+
+
+def test_largest_training_and_evaluation_clips_fit_the_grid_and_the_positions(
+    processor: AVTinyProcessor,
+) -> None:
+    largest_training_clip = (max(LONG_TRAIN_FRAMES), max(LONG_TRAIN_FRAME_SIZES))
+    for n_frames, frame_size in (largest_training_clip, *TrainConfig().long_eval):
+        sample = make_sample(heldout_config(n_frames, frame_size), 11)
+        inputs = build(
+            processor,
+            text=sample.text,
+            frames=sample.frames,
+            audio=sample.audio,
+            question=sample.questions[0].text,
+            first_timestamp=sample.scene.first_step,
+        )
+        side = frame_size // FeatureConfig().patch
+        video = inputs.layout.mask(Modality.VIDEO)
+        assert int(video.sum()) == n_frames * side * side
+        assert int(inputs.layout.row[video].max()) == int(inputs.layout.col[video].max()) == side - 1
+        assert inputs.input_ids.shape[1] < DecoderSize().max_positions
 
 
 def test_token_shift_on_passage_and_answer_slot(processor: AVTinyProcessor) -> None:
