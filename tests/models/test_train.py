@@ -41,6 +41,22 @@ def test_quick_training_writes_a_loadable_model(tmp_path) -> None:
     assert "Apache-2.0" in card and "--out assets/models/av-tiny" in card
     model, processor = load_av_tiny(tmp_path)
     assert model.config.vocab_size == processor.vocab_size
+    assert results["resumed_at"] == {"main": 0, "long": 0} and "codebook fit included" in card
+
+
+def test_a_resumed_run_counts_the_steps_its_checkpoints_already_ran(tmp_path) -> None:
+    checkpoint = tmp_path / "state.pt"
+    arguments = ["--quick", "--no-progress", "--checkpoint", str(checkpoint)]
+    main(["--out", str(tmp_path / "first"), *arguments])
+    main(["--out", str(tmp_path / "resumed"), *arguments])  # both checkpoints are at their last step
+    quick = TrainConfig.quick()
+    assert quick.long_stage is not None
+    results = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())
+    assert results["steps_run"] == {"main": quick.steps, "long": quick.long_stage.steps}
+    assert results["resumed_at"] == results["steps_run"]
+    card = (tmp_path / "resumed" / "MODEL_CARD.md").read_text()
+    assert f"{quick.steps} of {quick.steps} scheduled steps" in card
+    assert "counted from resuming at step 6 of the main stage and step 2 of the long stage" in card
 
 
 def test_training_continues_from_a_trained_model(tmp_path) -> None:

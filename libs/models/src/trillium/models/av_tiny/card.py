@@ -53,6 +53,14 @@ def _training_sentence(results: dict, config: dict) -> str:
     return text + ". "
 
 
+def _timing_scope(results: dict) -> str:
+    resumed = {stage: step for stage, step in results.get("resumed_at", {}).items() if step > 0}
+    if resumed:
+        where = " and ".join(f"step {step:,} of the {stage} stage" for stage, step in resumed.items())
+        return f"counted from resuming at {where}"
+    return "this run only" if results.get("init_from") else "codebook fit included"
+
+
 def write_model_card(directory: Path, results: dict[str, object]) -> None:
     """Write ``directory / "MODEL_CARD.md"`` describing architecture, data, command and accuracy."""
     config = results["config"]
@@ -75,7 +83,7 @@ def write_model_card(directory: Path, results: dict[str, object]) -> None:
         if results.get("init_from")
         else ""
     )
-    timing_scope = "this run only" if results.get("init_from") else "codebook fit included"
+    timing_scope = _timing_scope(results)
     text = f"""# av-tiny
 
 A tiny audio-video question-answering decoder, trained from scratch on synthetic data (AVQA-synth)

@@ -289,6 +289,24 @@ def _log_line(step: int, losses: list[float], counts: dict[str, list[int]], star
     return f"step {step + 1} loss {np.mean(losses[-50:]):.3f} token-acc {accuracy} ({minutes:.1f} min)"
 
 
+@dataclass(frozen=True)
+class StageLog:
+    """What one :func:`train_model` call did.
+
+    Attributes:
+        losses: the loss of every step this call ran.
+        first_step: the step it started from (0, or the step after a resumed checkpoint's).
+    """
+
+    losses: list[float]
+    first_step: int
+
+    @property
+    def steps_done(self) -> int:
+        """Steps of the schedule completed, counting those run before a resume."""
+        return self.first_step + len(self.losses)
+
+
 def train_model(
     model: PreTrainedModel,
     processor: AVTinyProcessor,
@@ -297,8 +315,9 @@ def train_model(
     checkpoint: Path | None = None,
     *,
     desc: str = "train av-tiny",
-) -> list[float]:
-    """Run the optimisation; returns the loss of every step (``desc`` labels the progress bar).
+) -> StageLog:
+    """Run the optimisation; returns the loss of every step run and how far the schedule got
+    (``desc`` labels the progress bar).
 
     With ``checkpoint`` (a file path) the model, optimizer and step are saved there every
     ``config.checkpoint_every`` steps, and an existing checkpoint is resumed from (the data stream
@@ -349,7 +368,7 @@ def train_model(
             tqdm.write(f"stopping after {step + 1} steps: max_minutes={config.max_minutes} reached")
             break
     model.eval()
-    return losses
+    return StageLog(losses, start_step)
 
 
 def evaluate_all(
@@ -420,20 +439,24 @@ def run(
         model = build_model(processor, config.size, config.seed)
     else:
         model, processor = load_av_tiny(init_from)
-    losses = train_model(model, processor, config, progress, checkpoint)
-    steps_run = {"main": len(losses)}
+    main_stage = train_model(model, processor, config, progress, checkpoint)
+    steps_run = {"main": main_stage.steps_done}
+    resumed_at = {"main": main_stage.first_step}
+    losses = main_stage.losses
     if config.long_stage is not None:
         stage = config.long_stage_config()
         stage_checkpoint = _stage_checkpoint(checkpoint)
-        stage_losses = train_model(model, processor, stage, progress, stage_checkpoint, desc="long stage")
-        steps_run["long"] = len(stage_losses)
-        losses += stage_losses
+        long_stage = train_model(model, processor, stage, progress, stage_checkpoint, desc="long stage")
+        steps_run["long"] = long_stage.steps_done
+        resumed_at["long"] = long_stage.first_step
+        losses = losses + long_stage.losses
     train_seconds = time.time() - started
     results = evaluate_all(model, processor, config, progress)
     results.update(
         train_seconds=round(train_seconds, 1),
         final_loss=float(np.mean(losses[-50:])) if losses else float("nan"),
         steps_run=steps_run,
+        resumed_at=resumed_at,
         parameters=sum(p.numel() for p in model.parameters()),
         config=_jsonable(asdict(config)),
         heldout_prompt_tokens={str(n): _heldout_tokens(processor, n) for n in HELDOUT_FRAMES},
