@@ -33,6 +33,7 @@ kv-quality-long` (`make bench-kv-long`) runs the same protocol on about 950-toke
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import subprocess
@@ -45,6 +46,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+import trillium.models
 from trillium.kvcompress import Modality, generate_with_policy, list_policies, make_policy
 from trillium.models.av_tiny.evaluate import greedy_decode, sample_inputs
 from trillium.models.av_tiny.model import embed_inputs, load_av_tiny
@@ -331,6 +333,8 @@ def main() -> None:
     meta = {
         "name": args.name,
         "model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
+        "model_sha256": weights_digest(args.model),
+        "models_version": trillium.models.__version__,
         "per_family": args.per_family,
         "frames": frames,
         "frame_size": args.frame_size,
@@ -346,6 +350,11 @@ def main() -> None:
         ),
     }
     write_outputs(args.out_dir / args.name, meta, rows, perf, observations)
+
+
+def weights_digest(model_dir: Path) -> str:
+    """The first 12 hex digits of the SHA-256 of ``model.safetensors``: which weights were measured."""
+    return hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()[:12]
 
 
 def write_outputs(stem: Path, meta: dict, rows: list[dict], perf: list[dict], observations: dict) -> None:
@@ -482,7 +491,8 @@ def summary_markdown(meta: dict, rows: list[dict], perf: list[dict]) -> str:
         f"# {meta['name']} ({meta['per_family']} held-out questions per family, {_clips(meta)}; "
         f"kvpress: {meta['kvpress']})",
         "",
-        f"Full cache (%): {family_cells}. Protocol: {meta['protocol']}.",
+        f"Model: `{meta['model']}` (trillium-models {meta['models_version']}, weights sha256 "
+        f"{meta['model_sha256']}). Full cache (%): {family_cells}. Protocol: {meta['protocol']}.",
         "",
         "## Accuracy, overall (%)",
         *_accuracy_table(rows, budgets, "overall"),

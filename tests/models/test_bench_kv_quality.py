@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import trillium.models
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +60,8 @@ def test_harness_writes_rows_per_impl_policy_budget_and_family(tmp_path):
     assert len(result["observations"]["cross_modal_share"]) > 0
     assert result["frames"] == [7, 11, 15] and result["prompt_tokens"][0] > 200
     assert result["name"] == "kv-quality"
+    digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert result["model_sha256"] == digest[:12] and result["models_version"] == trillium.models.__version__
     assert (tmp_path / "out" / "kv-quality.md").read_text().startswith("# kv-quality (")
     for name in ("kv-quality.png", "kv-quality-observations.png", "kv-quality.md"):
         assert (tmp_path / "out" / name).stat().st_size > 0
