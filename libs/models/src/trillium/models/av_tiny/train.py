@@ -439,24 +439,18 @@ def run(
         model = build_model(processor, config.size, config.seed)
     else:
         model, processor = load_av_tiny(init_from)
-    main_stage = train_model(model, processor, config, progress, checkpoint)
-    steps_run = {"main": main_stage.steps_done}
-    resumed_at = {"main": main_stage.first_step}
-    losses = main_stage.losses
+    stages = {"main": train_model(model, processor, config, progress, checkpoint)}
     if config.long_stage is not None:
-        stage = config.long_stage_config()
-        stage_checkpoint = _stage_checkpoint(checkpoint)
-        long_stage = train_model(model, processor, stage, progress, stage_checkpoint, desc="long stage")
-        steps_run["long"] = long_stage.steps_done
-        resumed_at["long"] = long_stage.first_step
-        losses = losses + long_stage.losses
+        stage, stage_checkpoint = config.long_stage_config(), _stage_checkpoint(checkpoint)
+        stages["long"] = train_model(model, processor, stage, progress, stage_checkpoint, desc="long stage")
     train_seconds = time.time() - started
+    losses = [loss for log in stages.values() for loss in log.losses]
     results = evaluate_all(model, processor, config, progress)
     results.update(
         train_seconds=round(train_seconds, 1),
         final_loss=float(np.mean(losses[-50:])) if losses else float("nan"),
-        steps_run=steps_run,
-        resumed_at=resumed_at,
+        steps_run={name: log.steps_done for name, log in stages.items()},
+        resumed_at={name: log.first_step for name, log in stages.items()},
         parameters=sum(p.numel() for p in model.parameters()),
         config=_jsonable(asdict(config)),
         heldout_prompt_tokens={str(n): _heldout_tokens(processor, n) for n in HELDOUT_FRAMES},
