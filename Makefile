@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := libs/contracts libs/servicekit libs/kvcompress libs/models libs/avatar libs/federated \
+PACKAGES := libs/contracts libs/servicekit libs/kvcompress libs/engine libs/models libs/avatar libs/federated \
             services/inference services/avatar services/federated
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 # Two workers on the project's 2-core machines; one BLAS thread each so they do not fight.

@@ -38,7 +38,14 @@ from trillium.kvcompress.layout import Modality, TokenLayout
 from trillium.kvcompress.policies.base import LayerInputs, LayerResult, Policy
 from trillium.kvcompress.report import CompressionReport, GenerationResult
 
-__all__ = ["ATTENTION_NAME", "CompressionSession", "compress", "decoder_layers", "generate_with_policy"]
+__all__ = [
+    "ATTENTION_NAME",
+    "CompressionSession",
+    "choose_token",
+    "compress",
+    "decoder_layers",
+    "generate_with_policy",
+]
 
 ATTENTION_NAME = "trillium_kvcompress"
 _ACTIVE: ContextVar[CompressionSession | None] = ContextVar("trillium_kvcompress_session", default=None)
@@ -129,36 +136,56 @@ class CompressionSession:
         keys, values = layer.keys, layer.values
         if keys.shape[0] != 1:
             raise ValueError(f"batch size must be 1, got {keys.shape[0]}")
-        length = keys.shape[2]
-        if layer_idx == 0 or self.report is None:
-            self._start(length, keys, values)
+        result = self.compress_layer(
+            LayerInputs(
+                layer_idx=layer_idx,
+                num_layers=self.num_layers,
+                keys=keys[0],
+                values=values[0],
+                layout=self.layout,
+                attention=attention,
+                hidden_states=hidden_states,
+                position_embeddings=position_embeddings,
+                attention_weights=None if attention_weights is None else attention_weights[0],
+                state=self.state,
+            )
+        )
+        layer.load_compressed(result.keys, result.values, prompt_length=keys.shape[2])
+        if all(layer.is_compressed for layer in self.cache.layers):
+            self.finish(self.cache.nbytes())
+
+    def compress_layer(self, inputs: LayerInputs) -> LayerResult:
+        """Run the policy on one layer's prefilled ``inputs`` (layer 0 first) and record the result.
+
+        The cache is not touched: :meth:`on_layer_prefilled` loads the result into its
+        ``CompressedCache``; the serving engine (``trillium.engine``) loads it into its own
+        per-sequence storage. ``inputs.layout`` is replaced by the session's layout on the keys'
+        device; ``inputs.state`` by the session's cross-layer state.
+        """
+        keys, values = inputs.keys, inputs.values
+        length = keys.shape[1]
+        if inputs.layer_idx == 0 or self.report is None:
+            self._start(length, keys.unsqueeze(0), values.unsqueeze(0))
         started = time.perf_counter()
         device = keys.device
         if self._device_layout is None or self._device_layout.modality.device != device:
             self._device_layout = self.layout.to(device)
-        inputs = LayerInputs(
-            layer_idx=layer_idx,
-            num_layers=self.num_layers,
-            keys=keys[0],
-            values=values[0],
-            layout=self._device_layout,
-            attention=attention,
-            hidden_states=hidden_states,
-            position_embeddings=position_embeddings,
-            attention_weights=None if attention_weights is None else attention_weights[0],
-            state=self.state,
-        )
+        inputs.layout, inputs.state = self._device_layout, self.state
         # factory calls inside policies (torch.zeros, arange...) follow the cache's device
         with torch.no_grad(), torch.device(device):
             if self.policy.tokens_to_keep(length) >= length:
-                result = LayerResult.select(
-                    keys[0], values[0], torch.arange(length).expand(keys.shape[1], -1)
-                )
+                result = LayerResult.select(keys, values, torch.arange(length).expand(keys.shape[0], -1))
             else:
                 result = self.policy.compress_layer(inputs)
-        layer.load_compressed(result.keys, result.values, prompt_length=length)
         self.report.compress_seconds += time.perf_counter() - started
-        self._record(layer_idx, result)
+        self._record(inputs.layer_idx, result)
+        return result
+
+    def finish(self, bytes_after: int) -> None:
+        """Every layer is compressed: record the cache's exact bytes and close the progress bar."""
+        self.report.bytes_after = bytes_after
+        if self._progress is not None:
+            self._progress.close()
 
     def _start(self, length: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         self.layout.check_length(length)
@@ -186,10 +213,6 @@ class CompressionSession:
         report.merged_per_layer[layer_idx] = int(sum(int(m.sum()) for m in result.merged))
         if self._progress is not None:
             self._progress.update(1)
-        if all(layer.is_compressed for layer in self.cache.layers):
-            report.bytes_after = self.cache.nbytes()
-            if self._progress is not None:
-                self._progress.close()
 
 
 @contextlib.contextmanager
@@ -273,7 +296,7 @@ def _next_positions(prompt_positions: torch.Tensor, offset: int, count: int) -> 
     return steps.unsqueeze(0)
 
 
-def _choose_token(
+def choose_token(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> int:
     """Greedy for ``temperature == 0``; else nucleus sampling over ``softmax(logits / T)``."""
@@ -454,7 +477,7 @@ def generate_with_policy(
             on_prefill(session.report, prefill_seconds)
         decode_seconds = 0.0
         for step in tqdm(range(max_new_tokens), desc="decode", disable=not show_progress, leave=False):
-            token = _choose_token(out.logits[0, -1], temperature, top_p, generator)
+            token = choose_token(out.logits[0, -1], temperature, top_p, generator)
             tokens.append(token)
             if return_logits:
                 logits.append(out.logits[0, -1].float())

@@ -28,10 +28,20 @@ from typing import ClassVar
 import torch
 
 from trillium.kvcompress.budgets.modality import focusing_weights, proportional_split
-from trillium.kvcompress.layout import Modality
+from trillium.kvcompress.layout import Modality, TokenLayout
 from trillium.kvcompress.merging.intra_modal import average_units, cross_calibration_scores
-from trillium.kvcompress.policies.base import LayerInputs, LayerResult, Policy, observation_window, param
-from trillium.kvcompress.scoring.redistribution import redistributed_scores_full, redistributed_scores_window
+from trillium.kvcompress.policies.base import (
+    LayerInputs,
+    LayerResult,
+    Policy,
+    observation_window,
+    param,
+    window_rows,
+)
+from trillium.kvcompress.scoring.redistribution import (
+    redistributed_scores_from_queries,
+    redistributed_scores_window,
+)
 from trillium.kvcompress.scoring.window import gqa_mean, window_indices
 
 __all__ = ["AccKV"]
@@ -67,12 +77,8 @@ class AccKV(Policy):
         if mode == "auto":
             mode = "full" if inputs.keys.device.type == "cpu" else "window"
         if mode == "full":
-            return redistributed_scores_full(
-                inputs.attention,
-                inputs.hidden_states,
-                inputs.position_embeddings,
-                inputs.keys.unsqueeze(0),
-                chunk_size=self.chunk_size,
+            return redistributed_scores_from_queries(
+                inputs.row_queries, inputs.keys.unsqueeze(0), inputs.scaling, chunk_size=self.chunk_size
             )[0]
         probs = inputs.attention_rows(rows).unsqueeze(0)
         return redistributed_scores_window(probs, rows, inputs.num_kv_heads)[0]
@@ -86,6 +92,9 @@ class AccKV(Policy):
         return focusing_weights(means)
 
     # ------------------------------------------------------------ compression
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor | None:
+        return window_rows(layout, self.window) if self.scoring == "window" else None  # "auto": full on CPU
+
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         layout, length = inputs.layout, inputs.length
         n_keep = self.tokens_to_keep(length)

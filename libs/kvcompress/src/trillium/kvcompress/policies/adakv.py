@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 from trillium.kvcompress.budgets.head import adaptive_head_selection
-from trillium.kvcompress.policies.base import LayerInputs, LayerResult, Policy, param
+from trillium.kvcompress.layout import TokenLayout
+from trillium.kvcompress.policies.base import LayerInputs, LayerResult, Policy, param, window_rows
 from trillium.kvcompress.policies.snapkv import snapkv_scores
 
 __all__ = ["AdaKV"]
@@ -29,6 +32,9 @@ class AdaKV(Policy):
 
     name: ClassVar[str] = "adakv"
     summary: ClassVar[str] = "head-adaptive budgets by global top-k with a safeguard (arXiv 2407.11550)"
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return window_rows(layout, self.window)
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         n_keep = self.tokens_to_keep(inputs.length)

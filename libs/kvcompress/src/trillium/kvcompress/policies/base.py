@@ -19,7 +19,7 @@ from torch import nn
 
 from trillium.kvcompress.budgets.layer import resolve_budget, validate_budget
 from trillium.kvcompress.layout import Modality, TokenLayout
-from trillium.kvcompress.scoring.window import gqa_mean, recompute_queries, rows_attention
+from trillium.kvcompress.scoring.window import gqa_mean, recompute_queries, rows_attention, window_indices
 
 __all__ = [
     "LayerInputs",
@@ -29,6 +29,7 @@ __all__ = [
     "observation_window",
     "param",
     "topk_with_forced",
+    "window_rows",
 ]
 
 
@@ -112,6 +113,14 @@ class LayerInputs:
         position_embeddings: ``(cos, sin)`` ``[1, L, D]``.
         attention_weights: ``[H_q, L, L]`` eager attention (only if the policy asked for it).
         state: dict shared by all layers of one prompt (cross-layer policies).
+        queries: ``[H_q, P, D]`` post-RoPE queries of the prompt rows ``query_rows`` (``[P]``
+            sorted; None = every row), when the caller kept them: the serving engine keeps the rows
+            of :meth:`Policy.scored_rows` during a chunked prefill, where ``hidden_states`` of
+            earlier chunks are gone. Scoring then reads them instead of recomputing.
+        query_rows: the rows ``queries`` holds (None: all ``L``).
+        accumulated_attention: ``[H_q, L]`` attention each key received, summed over every prompt
+            query (H2O's score), when the caller accumulated it chunk by chunk instead of passing
+            ``attention_weights``.
     """
 
     layer_idx: int
@@ -124,6 +133,9 @@ class LayerInputs:
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
     attention_weights: torch.Tensor | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    queries: torch.Tensor | None = None
+    query_rows: torch.Tensor | None = None
+    accumulated_attention: torch.Tensor | None = None
     _rows_cache: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -136,19 +148,44 @@ class LayerInputs:
 
     @property
     def num_query_heads(self) -> int:
+        if self.queries is not None:
+            return self.queries.shape[0]
         if self.attention is None:
             return self.num_kv_heads
         return self.attention.q_proj.out_features // self.attention.head_dim
+
+    @torch.no_grad()
+    def row_queries(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[1, H_q, P, D]`` post-RoPE queries of the prompt rows ``rows`` (kept or recomputed)."""
+        if self.queries is not None:
+            rows = rows.to(self.queries.device)
+            if self.query_rows is None:
+                return self.queries[:, rows].unsqueeze(0)
+            kept = self.query_rows.to(rows.device)
+            where = torch.searchsorted(kept, rows).clamp_max(max(kept.numel() - 1, 0))
+            if kept.numel() == 0 or not bool((kept[where] == rows).all()):
+                raise ValueError("a scored row's query was not kept: the policy's scored_rows() misses it")
+            return self.queries[:, where].unsqueeze(0)
+        if self.attention is None or self.hidden_states is None or self.position_embeddings is None:
+            raise ValueError(
+                "queries, or attention, hidden_states and position_embeddings, are needed to score rows"
+            )
+        return recompute_queries(self.attention, self.hidden_states, self.position_embeddings, rows)
+
+    @property
+    def scaling(self) -> float:
+        """The attention module's softmax scale (``D ** -0.5`` without a module)."""
+        if self.attention is not None:
+            return float(self.attention.scaling)
+        return self.keys.shape[-1] ** -0.5
 
     @torch.no_grad()
     def attention_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """``[H_q, P, L]`` causal attention probabilities of the prompt rows ``rows`` (recomputed)."""
         key = tuple(rows.tolist())
         if key not in self._rows_cache:
-            if self.attention is None or self.hidden_states is None or self.position_embeddings is None:
-                raise ValueError("attention, hidden_states and position_embeddings are needed to score rows")
-            queries = recompute_queries(self.attention, self.hidden_states, self.position_embeddings, rows)
-            probs = rows_attention(queries, self.keys.unsqueeze(0), rows, self.attention.scaling)
+            queries = self.row_queries(rows)
+            probs = rows_attention(queries, self.keys.unsqueeze(0), rows, self.scaling)
             self._rows_cache[key] = probs[0]
         return self._rows_cache[key]
 
@@ -205,6 +242,11 @@ def topk_with_forced(scores: torch.Tensor, n_keep: int, forced: torch.Tensor | N
         work[:, forced] = float("inf")
         work = torch.where(torch.isinf(work), 1e30 + rank.unsqueeze(0) * 1e25, work)
     return work.topk(n_keep, dim=-1).indices.sort(dim=-1).values
+
+
+def window_rows(layout: TokenLayout, window: int) -> torch.Tensor:
+    """``[w]`` the observation-window rows of a prompt (see :func:`observation_window`)."""
+    return window_indices(len(layout), max(observation_window(layout, window), 1))
 
 
 def observation_window(layout: TokenLayout, window: int) -> int:
@@ -265,6 +307,14 @@ class Policy(ABC):
 
     def tokens_to_keep(self, length: int) -> int:
         return resolve_budget(self.budget, length)
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor | None:
+        """Sorted prompt rows ``[P]`` whose queries :meth:`compress_layer` reads (None: any row).
+
+        A chunked prefill (the serving engine) keeps only these rows' queries until the prompt's
+        last chunk; a policy whose rows are missing fails loudly (:meth:`LayerInputs.row_queries`).
+        """
+        return None
 
     @abstractmethod
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:

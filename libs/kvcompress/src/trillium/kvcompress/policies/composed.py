@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import torch
+
 from trillium.kvcompress.layout import TokenLayout
 from trillium.kvcompress.policies.base import LayerInputs, LayerResult, Policy, PrefillAttention
 
@@ -43,6 +45,9 @@ class ComposedPolicy(Policy):
 
     def begin(self, layout: TokenLayout, num_layers: int) -> None:
         self.base.begin(layout, num_layers)
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor | None:
+        return self.base.scored_rows(layout)
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         return self.base.compress_layer(inputs)

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from trillium.kvcompress.layout import Modality
+from trillium.kvcompress.layout import Modality, TokenLayout
 from trillium.kvcompress.merging.flow import flow_eligibility, protection_threshold
 from trillium.kvcompress.policies.base import (
     LayerInputs,
@@ -30,6 +30,7 @@ from trillium.kvcompress.policies.base import (
     observation_window,
     param,
     topk_with_forced,
+    window_rows,
 )
 from trillium.kvcompress.policies.look_m import merge_evicted
 from trillium.kvcompress.scoring.visual_queries import interaction_ratio, sample_visual_rows
@@ -51,6 +52,11 @@ class FlowMM(Policy):
     required_modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)
     needs_non_text: ClassVar[bool] = True
     summary: ClassVar[str] = "flow-gated cross/intra-modal merging with protected pivots (arXiv 2511.05534)"
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return torch.cat(
+            [window_rows(layout, self.window), sample_visual_rows(layout, self.visual_queries)]
+        ).unique()
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         length, layout = inputs.length, inputs.layout

@@ -16,9 +16,16 @@ from typing import ClassVar
 
 import torch
 
-from trillium.kvcompress.layout import Modality
+from trillium.kvcompress.layout import Modality, TokenLayout
 from trillium.kvcompress.merging.pivot import merge_into_pivots, nearest_pivots
-from trillium.kvcompress.policies.base import LayerInputs, LayerResult, Policy, param, topk_with_forced
+from trillium.kvcompress.policies.base import (
+    LayerInputs,
+    LayerResult,
+    Policy,
+    param,
+    topk_with_forced,
+    window_rows,
+)
 from trillium.kvcompress.policies.snapkv import snapkv_scores
 
 __all__ = ["LookM", "merge_evicted"]
@@ -69,6 +76,9 @@ class LookM(Policy):
 
     name: ClassVar[str] = "look_m"
     summary: ClassVar[str] = "text-prior eviction + pivot merge of evicted KV (arXiv 2406.18139)"
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return window_rows(layout, self.window)
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         scores, forced = snapkv_scores(inputs, self.window, kernel=1)

@@ -28,7 +28,14 @@ import torch
 from trillium.kvcompress.budgets.hcc import hcc_demand, hcc_next_budget
 from trillium.kvcompress.budgets.modality import proportional_split
 from trillium.kvcompress.layout import Modality, TokenLayout
-from trillium.kvcompress.policies.base import LayerInputs, LayerResult, Policy, observation_window, param
+from trillium.kvcompress.policies.base import (
+    LayerInputs,
+    LayerResult,
+    Policy,
+    observation_window,
+    param,
+    window_rows,
+)
 from trillium.kvcompress.scoring.window import window_indices
 
 __all__ = ["MadaKV", "modality_topk"]
@@ -62,6 +69,9 @@ class MadaKV(Policy):
     required_modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)
     needs_non_text: ClassVar[bool] = True
     summary: ClassVar[str] = "per-head modality budgets + cross-layer compensation (arXiv 2506.15724)"
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return window_rows(layout, self.window)
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         length, layout = inputs.length, inputs.layout

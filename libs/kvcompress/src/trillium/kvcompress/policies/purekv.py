@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import torch
 
+from trillium.kvcompress.layout import TokenLayout
 from trillium.kvcompress.policies.base import (
     LayerInputs,
     LayerResult,
@@ -26,6 +27,7 @@ from trillium.kvcompress.policies.base import (
     observation_window,
     param,
     topk_with_forced,
+    window_rows,
 )
 from trillium.kvcompress.scoring.cross_layer import cross_layer_importance
 from trillium.kvcompress.scoring.window import window_indices
@@ -49,6 +51,9 @@ class PureKV(Policy):
     def resolved_scoring_layer(self, num_layers: int) -> int:
         layer = num_layers // 4 if self.scoring_layer < 0 else self.scoring_layer
         return min(layer, num_layers - 1)
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return window_rows(layout, self.window)
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         length = inputs.length

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 from trillium.kvcompress.budgets.layer import pyramid_layer_budgets
+from trillium.kvcompress.layout import TokenLayout
 from trillium.kvcompress.policies.base import (
     LayerInputs,
     LayerResult,
@@ -20,6 +23,7 @@ from trillium.kvcompress.policies.base import (
     observation_window,
     param,
     topk_with_forced,
+    window_rows,
 )
 from trillium.kvcompress.policies.snapkv import snapkv_scores
 
@@ -34,6 +38,9 @@ class PyramidKV(Policy):
 
     name: ClassVar[str] = "pyramidkv"
     summary: ClassVar[str] = "SnapKV scores with linearly decreasing layer budgets (arXiv 2406.02069)"
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return window_rows(layout, self.window)
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         n_keep = self.tokens_to_keep(inputs.length)

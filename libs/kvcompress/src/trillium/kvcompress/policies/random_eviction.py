@@ -40,6 +40,9 @@ class RandomEviction(Policy):
         order = torch.randperm(length, generator=generator)
         self._kept = order[: self.tokens_to_keep(length)].sort().values
 
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return torch.zeros(0, dtype=torch.long)  # scores without queries
+
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         if self._kept is None or self._length != inputs.length:
             raise ValueError("layout: begin() must be called with this prompt's layout before compress_layer")

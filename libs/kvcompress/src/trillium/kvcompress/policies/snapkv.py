@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import torch
 
+from trillium.kvcompress.layout import TokenLayout
 from trillium.kvcompress.policies.base import (
     LayerInputs,
     LayerResult,
@@ -21,6 +22,7 @@ from trillium.kvcompress.policies.base import (
     observation_window,
     param,
     topk_with_forced,
+    window_rows,
 )
 from trillium.kvcompress.scoring.window import pool_scores, window_indices
 
@@ -44,6 +46,9 @@ class SnapKV(Policy):
 
     name: ClassVar[str] = "snapkv"
     summary: ClassVar[str] = "observation-window votes, pooled, per-head top-k (arXiv 2404.14469)"
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return window_rows(layout, self.window)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import torch
 
+from trillium.kvcompress.layout import TokenLayout
 from trillium.kvcompress.policies.base import LayerInputs, LayerResult, Policy, param
 
 __all__ = ["StreamingLLM"]
@@ -23,6 +24,9 @@ class StreamingLLM(Policy):
 
     name: ClassVar[str] = "streaming_llm"
     summary: ClassVar[str] = "attention sinks + recent window (arXiv 2309.17453)"
+
+    def scored_rows(self, layout: TokenLayout) -> torch.Tensor:
+        return torch.zeros(0, dtype=torch.long)  # scores without queries
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         length = inputs.length

@@ -12,6 +12,8 @@ number of window queries that see ``j`` (our design choice — the paper does no
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from trillium.kvcompress.scoring.window import gqa_mean, recompute_queries, rows
 
 __all__ = [
     "redistributed_scores_from_matrix",
+    "redistributed_scores_from_queries",
     "redistributed_scores_full",
     "redistributed_scores_window",
 ]
@@ -52,15 +55,31 @@ def redistributed_scores_full(
     Returns:
         ``[B, H_kv, L]`` float32.
     """
+
+    def queries_of(rows: torch.Tensor) -> torch.Tensor:
+        return recompute_queries(attention, hidden_states, position_embeddings, rows)
+
+    return redistributed_scores_from_queries(queries_of, keys, attention.scaling, chunk_size=chunk_size)
+
+
+def redistributed_scores_from_queries(
+    queries_of: Callable[[torch.Tensor], torch.Tensor],
+    keys: torch.Tensor,
+    scale: float,
+    *,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """:func:`redistributed_scores_full` with the queries from ``queries_of(rows) -> [B, H_q, P, D]``
+    (recomputed, or kept by a chunked prefill); ``keys`` ``[B, H_kv, L, D]`` -> ``[B, H_kv, L]``."""
     batch, num_kv_heads, length, _ = keys.shape
-    total = torch.zeros(batch, attention.q_proj.out_features // attention.head_dim, length)
+    total: torch.Tensor | None = None
     key_weight = 1.0 / (length - torch.arange(length, dtype=torch.float32))
     for start in range(0, length, chunk_size):
         rows = torch.arange(start, min(start + chunk_size, length))
-        queries = recompute_queries(attention, hidden_states, position_embeddings, rows)
-        probs = rows_attention(queries, keys, rows, attention.scaling)
+        probs = rows_attention(queries_of(rows), keys, rows, scale)
         row_weight = (rows.float() + 1).view(1, 1, -1, 1)
-        total += (probs * row_weight).sum(dim=2)
+        part = (probs * row_weight).sum(dim=2)
+        total = part if total is None else total + part
     return gqa_mean(total * key_weight, num_kv_heads)
 
 
