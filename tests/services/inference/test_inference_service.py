@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import grpc
@@ -13,12 +12,15 @@ from trillium.common.v1 import values_pb2
 from trillium.inference.service.app import build_definition
 from trillium.inference.service.catalogue import MODELS_DIR_ENV
 from trillium.inference.service.policies import policy_from_request
+from trillium.inference.service.settings import InferenceSettings
 from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
 from trillium.kvcompress.registry import POLICIES
 from trillium.servicekit.background import BackgroundService
 from trillium.servicekit.client import open_sync_channel
 from trillium.servicekit.settings import ServiceSettings
 from trillium.servicekit.testing import RedisServer
+
+from .conftest import save_tiny_text_model
 
 
 @pytest.fixture(scope="module")
@@ -30,22 +32,7 @@ def redis_server():
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    (root / "tiny").mkdir()
-    (root / "tiny" / "config.json").write_text(
-        json.dumps(
-            {
-                "architectures": ["Qwen2ForCausalLM"],
-                "hidden_size": 128,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
-                "num_hidden_layers": 2,
-                "max_position_embeddings": 4096,
-            }
-        )
-    )
-    (root / "tiny" / "processor_config.json").write_text(
-        json.dumps({"modalities": ["text", "video", "audio"]})
-    )
+    save_tiny_text_model(root / "tiny")
     (root / "not-a-model").mkdir()
     return root
 
@@ -78,12 +65,46 @@ def test_models_are_listed_from_their_configs(stub):
     models = stub.ListModels(inference_pb2.ListModelsRequest()).models
     assert [m.name for m in models] == ["tiny"]
     tiny = models[0]
-    assert (tiny.num_layers, tiny.num_kv_heads, tiny.head_dim, tiny.max_context_tokens) == (2, 2, 32, 4096)
-    assert list(tiny.modalities) == [
-        inference_pb2.MODALITY_TEXT,
-        inference_pb2.MODALITY_VIDEO,
-        inference_pb2.MODALITY_AUDIO,
-    ]
+    assert (tiny.num_layers, tiny.num_kv_heads, tiny.head_dim, tiny.max_context_tokens) == (2, 2, 8, 1024)
+    assert list(tiny.modalities) == [inference_pb2.MODALITY_TEXT]
+    assert tiny.architecture == "LlamaForCausalLM" and tiny.revision
+
+
+def test_a_causal_lm_answers_a_chat_prompt_like_a_direct_call(stub, models_dir):
+    """The text path: the tokenizer's chat template, the engine, incremental detokenisation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trillium.kvcompress import TokenLayout, generate_with_policy, make_policy
+
+    question = "what is the capital of france ?"
+    req = inference_pb2.GenerateRequest(
+        model="tiny",
+        segments=[inference_pb2.Segment(text=question)],
+        compression=inference_pb2.CompressionConfig(policy="snapkv", budget={"ratio": 0.5}),
+        generation=inference_pb2.GenerationParams(max_new_tokens=8),
+        return_token_ids=True,
+    )
+    responses = list(stub.Generate(req, timeout=60))
+    prefill = responses[0].prefill
+    deltas = [r.delta for r in responses if r.WhichOneof("event") == "delta"]
+    tokenizer = AutoTokenizer.from_pretrained(models_dir / "tiny")
+    model = AutoModelForCausalLM.from_pretrained(models_dir / "tiny").eval()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+    ids = torch.tensor(ids["input_ids"] if hasattr(ids, "keys") else ids).unsqueeze(0)
+    assert prefill.prompt_tokens == ids.shape[1] == 9
+    expected = generate_with_policy(
+        model,
+        input_ids=ids,
+        layout=TokenLayout.text(ids.shape[1]),
+        policy=make_policy("snapkv", budget=0.5),
+        max_new_tokens=8,
+        eos_token_id=1,
+        show_progress=False,
+    ).tokens.tolist()
+    streamed = [d.token_ids[0] for d in deltas]
+    assert streamed == [t for t in expected if t != 1]
+    assert "".join(d.text for d in deltas) == tokenizer.decode(streamed, skip_special_tokens=True)
 
 
 def test_session_get_and_delete_read_redis(stub, redis_server):
@@ -130,11 +151,18 @@ def test_bad_session_ids_are_invalid_argument(stub, session_id):
     assert info.value.details().startswith("session_id:")
 
 
-def test_generate_on_a_model_without_weights_is_failed_precondition(stub):
-    with pytest.raises(grpc.RpcError) as info:
-        list(stub.Generate(inference_pb2.GenerateRequest(model="tiny")))
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert info.value.details().startswith("model:")
+def test_start_up_names_a_missing_or_corrupt_checkpoint(tmp_path):
+    save_tiny_text_model(tmp_path / "broken")
+    weights = tmp_path / "broken" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    settings = ServiceSettings(port=0, metrics_port=-1)
+    with pytest.raises(ValueError, match="truncated") as truncated:
+        build_definition(settings, InferenceSettings(models_dir=str(tmp_path)))
+    assert str(weights) in str(truncated.value)
+    config = tmp_path / "models.yaml"
+    config.write_text(f"models:\n  - name: gone\n    path: {tmp_path / 'nowhere'}\n    kind: causal-lm\n")
+    with pytest.raises(ValueError, match="nowhere"):
+        build_definition(settings, InferenceSettings(models_config=str(config)))
 
 
 @pytest.mark.parametrize(

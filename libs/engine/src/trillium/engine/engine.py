@@ -121,10 +121,16 @@ class Engine:
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards the queue-length check against concurrent submits
         self._stopping = False
+        self._busy = False
         self._thread = threading.Thread(target=self._loop, name="trillium-engine", daemon=True)
         self._thread.start()
 
     # ----------------------------------------------------------------- public API
+    @property
+    def pending(self) -> int:
+        """Requests submitted but not yet seen by the engine thread."""
+        return self._inbox.qsize()
+
     def submit(self, request: GenerationRequest, sink: Callable[[Event], None]) -> Sequence:
         """Check ``request`` and queue it; raises before any work if it can never run or the
         queue is full. Returns the :class:`Sequence` handle (for :meth:`cancel`)."""
@@ -239,9 +245,13 @@ class Engine:
         plan = self.scheduler.plan({s.id for s in self.scheduler.running if self.runner.single_chunk(s)})
         self._publish(plan)
         if not plan:
+            if self._busy and self.on_step is not None:
+                self.on_step(self, plan, 0.0)  # once on going idle, so observers see the last state
+            self._busy = False
             self._wake.wait(timeout=0.05 if self.scheduler.waiting else 1.0)
             self._wake.clear()
             return
+        self._busy = True
         started = time.perf_counter()
         self._step(plan)
         if self.on_step is not None:

@@ -18,8 +18,53 @@ from typing import Any
 MiB = 1024 * 1024
 
 
+class EnvSettings:
+    """Environment variables and flags for a frozen dataclass of settings (one per field).
+
+    :class:`ServiceSettings` holds what every service shares; a service adds its own dataclass
+    (e.g. the inference engine's limits) with the same mixin and passes it to ``service_main``.
+    """
+
+    @classmethod
+    def env_name(cls, name: str) -> str:
+        return f"TRILLIUM_{name.upper()}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Any:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(cls.env_name(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw, cls.env_name(f.name))
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add one flag per field; unset flags keep the environment's value."""
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            help_text = f"{f.metadata.get('help', '')} (env {cls.env_name(f.name)})"
+            if f.type in ("bool", bool):
+                parser.add_argument(
+                    flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                )
+            else:
+                parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Any:
+        overrides: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = getattr(args, f.name, None)
+            if raw is not None:
+                overrides[f.name] = raw if isinstance(raw, bool) else _parse(f, str(raw), "--" + f.name)
+        return cls.from_env(env, **overrides)
+
+
 @dataclass(frozen=True)
-class ServiceSettings:
+class ServiceSettings(EnvSettings):
     """Runtime configuration shared by every Trillium service."""
 
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind; 0.0.0.0 in containers"})
@@ -95,39 +140,6 @@ class ServiceSettings:
     @classmethod
     def env_name(cls, name: str) -> str:
         return "REDIS_URL" if name == "redis_url" else f"TRILLIUM_{name.upper()}"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceSettings:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(cls.env_name(f.name))
-            if raw is not None and raw != "":
-                values[f.name] = _parse(f, raw, cls.env_name(f.name))
-        values.update(overrides)
-        return cls(**values)
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add one flag per field; unset flags keep the environment's value."""
-        for f in fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            help_text = f"{f.metadata.get('help', '')} (env {cls.env_name(f.name)})"
-            if f.type in ("bool", bool):
-                parser.add_argument(
-                    flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-                )
-            else:
-                parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ServiceSettings:
-        overrides: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = getattr(args, f.name, None)
-            if raw is not None:
-                overrides[f.name] = raw if isinstance(raw, bool) else _parse(f, str(raw), "--" + f.name)
-        return cls.from_env(env, **overrides)
 
     def replace(self, **changes: Any) -> ServiceSettings:
         return dataclasses.replace(self, **changes)

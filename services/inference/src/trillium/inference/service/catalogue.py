@@ -1,7 +1,7 @@
-"""The models this server can serve: Hugging Face checkpoints in a directory, one folder each.
+"""``ModelInfo`` of the configured models (see :mod:`.models` for the registry).
 
-Listing reads only ``config.json`` (no weights are loaded), so ListModels stays cheap. The folder
-name is the model name; the revision is a digest of the weights file so clients can tell builds apart.
+Listing reads only ``config.json`` (no weights are loaded), so ListModels stays cheap. The revision
+is a digest of the weights files so clients can tell builds apart.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from trillium.inference.v1 import inference_pb2
@@ -49,33 +48,25 @@ def _modalities(folder: Path) -> list[str]:
     return ["text"]
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    path: Path
-    info: inference_pb2.ModelInfo
-
-
-def scan_models(directory: Path) -> dict[str, ModelEntry]:
-    """Every sub-folder of ``directory`` with a ``config.json``, by name."""
-    entries: dict[str, ModelEntry] = {}
-    if not directory.is_dir():
-        return entries
-    for folder in sorted(p for p in directory.iterdir() if (p / "config.json").is_file()):
+def model_info(spec, loaded_config: dict | None = None) -> inference_pb2.ModelInfo:
+    """``ModelInfo`` of a configured model (:class:`~.models.ModelSpec`): its ``config.json``, or the
+    loaded model's config (a GGUF file has no ``config.json``)."""
+    folder = spec.path.parent if spec.is_gguf else spec.path
+    config = loaded_config
+    if config is None and (folder / "config.json").is_file():
         config = json.loads((folder / "config.json").read_text())
-        heads = int(config.get("num_attention_heads") or 0)
-        head_dim = int(config.get("head_dim") or (int(config.get("hidden_size", 0)) // heads if heads else 0))
-        info = inference_pb2.ModelInfo(
-            name=folder.name,
-            revision=_revision(folder),
-            modalities=[_MODALITIES[m] for m in _modalities(folder)],
-            max_context_tokens=int(config.get("max_position_embeddings") or 0),
-            architecture=(config.get("architectures") or [config.get("model_type", "")])[0],
-            num_layers=int(config.get("num_hidden_layers") or 0),
-            num_kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=head_dim,
-            dtype=str(config.get("torch_dtype") or config.get("dtype") or "float32"),
-            backend="local",
-        )
-        entries[folder.name] = ModelEntry(folder.name, folder, info)
-    return entries
+    config = config or {}
+    heads = int(config.get("num_attention_heads") or 0)
+    head_dim = int(config.get("head_dim") or (int(config.get("hidden_size", 0)) // heads if heads else 0))
+    return inference_pb2.ModelInfo(
+        name=spec.name,
+        revision="" if spec.is_gguf else _revision(folder),
+        modalities=[_MODALITIES[m] for m in _modalities(folder)],
+        max_context_tokens=int(spec.max_context or config.get("max_position_embeddings") or 0),
+        architecture=(config.get("architectures") or [config.get("model_type", "")])[0],
+        num_layers=int(config.get("num_hidden_layers") or 0),
+        num_kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=head_dim,
+        dtype=spec.dtype,
+        backend="local",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from trillium.inference.service.app import build_definition
+from trillium.inference.service.settings import InferenceSettings
 from trillium.servicekit.cli import service_main
 
 
@@ -14,4 +15,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Multimodal LLM generation with per-request KV-cache compression.",
         build_definition,
         argv,
+        extra_settings=InferenceSettings,
     )

@@ -17,7 +17,7 @@ from trillium.kvcompress.report import CompressionReport
 from trillium.servicekit.errors import ValidationError
 
 DEFAULT_MAX_NEW_TOKENS = 64
-MAX_NEW_TOKENS_CAP = 256
+MAX_NEW_TOKENS_LIMIT = 4096
 MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 256
 
@@ -36,12 +36,17 @@ class DecodeSettings:
 def decode_settings(
     params: inference_pb2.GenerationParams,
     default_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    cap: int = MAX_NEW_TOKENS_CAP,
+    limit: int = MAX_NEW_TOKENS_LIMIT,
 ) -> DecodeSettings:
-    """Validate ``request.generation``: ``max_new_tokens`` 0 means the default, more than ``cap`` is
-    capped; ``top_p`` 0 means no nucleus filter; ``seed`` 0 means unseeded (sampling only)."""
-    if params.max_new_tokens < 0:
-        raise ValidationError("generation.max_new_tokens", f"must be >= 0, got {params.max_new_tokens}")
+    """Validate ``request.generation``: ``max_new_tokens`` 0 means the default, more than ``limit``
+    (the server's ``max_new_tokens_limit``) is refused, never capped; ``top_p`` 0 means no nucleus
+    filter; ``seed`` 0 means unseeded (sampling only)."""
+    if not 0 <= params.max_new_tokens <= limit:
+        raise ValidationError(
+            "generation.max_new_tokens",
+            f"must be 0 (the default, {default_max_new_tokens}) to {limit} (the server's "
+            f"max_new_tokens_limit), got {params.max_new_tokens}",
+        )
     if not (math.isfinite(params.temperature) and params.temperature >= 0.0):
         raise ValidationError("generation.temperature", f"must be >= 0, got {params.temperature}")
     if not (math.isfinite(params.top_p) and 0.0 <= params.top_p <= 1.0):
@@ -55,7 +60,7 @@ def decode_settings(
             raise ValidationError(f"generation.stop[{index}]", f"must be 1 to {MAX_STOP_LENGTH} characters")
     requested = params.max_new_tokens or default_max_new_tokens
     return DecodeSettings(
-        max_new_tokens=min(requested, cap),
+        max_new_tokens=requested,
         temperature=float(params.temperature),
         top_p=float(params.top_p) if params.top_p > 0.0 else 1.0,
         seed=int(params.seed) if params.temperature > 0.0 and params.seed else None,

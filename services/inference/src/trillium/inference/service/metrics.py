@@ -76,6 +76,8 @@ REQUEST_BUCKETS = (
     480.0,
     960.0,
 )
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 COMPRESSION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -101,6 +103,11 @@ class InferenceMetrics:
     prefix_cache_hits: Counter
     backend_request_seconds: Histogram
     gpu_memory_used: Gauge
+    kv_cache_bytes_used: Gauge
+    kv_cache_budget_bytes: Gauge
+    batch_size: Histogram
+    step_tokens: Histogram
+    admission_rejections: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> InferenceMetrics:
@@ -139,10 +146,14 @@ class InferenceMetrics:
             prompt_tokens=counter("inference_prompt_tokens", "Prompt tokens processed.", ("model",)),
             generation_tokens=counter("inference_generation_tokens", "Tokens generated.", ("model",)),
             requests=counter("inference_requests", "Finished requests.", ("model", "finish_reason")),
-            requests_running=gauge("inference_num_requests_running", "Requests being processed."),
-            requests_waiting=gauge("inference_num_requests_waiting", "Requests waiting for a slot."),
+            requests_running=gauge(
+                "inference_num_requests_running", "Requests admitted by the engine.", ("model",)
+            ),
+            requests_waiting=gauge(
+                "inference_num_requests_waiting", "Requests waiting for KV memory.", ("model",)
+            ),
             kv_cache_usage=gauge(
-                "inference_kv_cache_usage_ratio", "KV-cache memory in use over its budget (0-1)."
+                "inference_kv_cache_usage_ratio", "KV bytes reserved over the KV budget (0-1).", ("model",)
             ),
             kv_raw_bytes=counter("inference_kv_cache_raw_bytes", "KV bytes before compression.", kv_labels),
             kv_compressed_bytes=counter(
@@ -177,8 +188,44 @@ class InferenceMetrics:
                 REQUEST_BUCKETS,
             ),
             gpu_memory_used=gauge("inference_gpu_memory_used_bytes", "GPU memory in use by the service."),
+            kv_cache_bytes_used=gauge(
+                "inference_kv_cache_bytes_used", "KV bytes reserved by admitted requests.", ("model",)
+            ),
+            kv_cache_budget_bytes=gauge("inference_kv_cache_budget_bytes", "The KV byte budget.", ("model",)),
+            batch_size=histogram(
+                "inference_batch_size", "Sequences in one engine step.", ("model",), BATCH_BUCKETS
+            ),
+            step_tokens=histogram(
+                "inference_step_tokens",
+                "Tokens in one engine step (decode + prefill).",
+                ("model",),
+                TOKEN_BUCKETS,
+            ),
+            admission_rejections=counter(
+                "inference_admission_rejections",
+                "Requests refused for capacity, by limit.",
+                ("model", "reason"),
+            ),
         )
 
 
 def create_metrics(registry: CollectorRegistry) -> InferenceMetrics:
     return InferenceMetrics.create(registry)
+
+
+def engine_observer(metrics: InferenceMetrics, model: str):
+    """An ``Engine.on_step`` callback that keeps the engine's gauges and histograms current
+    (called on the engine thread after every step, and once when it goes idle)."""
+
+    def observe(engine, plan, _seconds: float) -> None:
+        budget, scheduler = engine.budget, engine.scheduler
+        metrics.requests_running.labels(model).set(len(scheduler.running))
+        metrics.requests_waiting.labels(model).set(len(scheduler.waiting) + engine.pending)
+        metrics.kv_cache_bytes_used.labels(model).set(budget.used)
+        metrics.kv_cache_budget_bytes.labels(model).set(budget.total)
+        metrics.kv_cache_usage.labels(model).set(budget.usage_ratio)
+        if plan:
+            metrics.batch_size.labels(model).observe(len(plan.decode) + len(plan.prefill))
+            metrics.step_tokens.labels(model).observe(plan.tokens)
+
+    return observe

@@ -1,52 +1,85 @@
-"""Loaded models and the decode worker: prefill + decode on a thread, tokens streamed to asyncio.
+"""Loaded models, each driven by its own serving engine, and the events one generation streams.
 
-* :class:`ModelRuntime` loads a model from the models folder on first use (only names the catalogue
-  lists), keeps it, and hands out one :class:`LoadedModel` per name. Loading runs on a worker thread.
-* :meth:`LoadedModel.stream` runs ``trillium.kvcompress.hf.generate_with_policy`` on a worker thread
-  (with sparse prefill, the policy is ``ComposedPolicy(base=policy, prefill=STSparsePrefill(params))``,
-  the library's own composition of ST-SpAttn with an eviction policy) and yields :class:`Prefilled`,
-  :class:`Token` and a final :class:`Finished` event to the event loop as they happen. One
-  generation runs at a time per model (an ``asyncio.Lock``; the lock is released by the worker's
-  completion, never before, so a cancelled RPC cannot let two decodes overlap).
-* Hand-off is bounded: the worker waits when :data:`MAX_EVENTS_AHEAD` events are not yet taken by the
-  consumer, so a consumer that stops reading (client gone) stops the decode within that many
-  tokens, and cancellation (``aclose``/task cancel) stops it at the next token — the thread ends,
-  nothing leaks.
+* :class:`ModelRuntime` holds the registry's models (:mod:`.models`). :meth:`ModelRuntime.load_all`
+  runs during warm-up (health NOT_SERVING until every model is in memory): each model gets a
+  :class:`~trillium.engine.Engine` with the configured KV byte budget and limits. Asking for a model
+  that is not configured is NOT_FOUND; one still loading is UNAVAILABLE.
+* :meth:`LoadedModel.prompt` turns the request's segments into the engine's prompt: av-tiny's
+  processor (video, audio, text) and its summed embeddings, or a causal LM's tokenizer with its
+  chat template (text only).
+* :meth:`LoadedModel.stream` submits the generation to the engine and yields :class:`Started`,
+  :class:`Prefilled`, :class:`Token`... and :class:`Finished`. Engine errors become service errors
+  naming the field or limit (INVALID_ARGUMENT, RESOURCE_EXHAUSTED). Closing the iterator early
+  (client gone, stop string, deadline) cancels the request: the engine drops it at its next step
+  boundary and returns its KV bytes at once.
+
+With sparse prefill the policy is ``ComposedPolicy(base=policy, prefill=STSparsePrefill(params))``,
+the library's own composition of ST-SpAttn with an eviction policy; the engine prefills such a
+prompt in one pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import time
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from trillium.inference.service.catalogue import scan_models
+from trillium.engine import (
+    AsyncEngine,
+    CapacityExceededError,
+    Engine,
+    EngineConfig,
+    EngineError,
+    Failed,
+    GenerationRequest,
+    RequestRejectedError,
+    default_kv_cache_bytes,
+)
+from trillium.engine import Cancelled as EngineCancelled
+from trillium.engine import Finished as EngineFinished
+from trillium.engine import Prefilled as EnginePrefilled
+from trillium.engine import Started as EngineStarted
+from trillium.engine import Token as EngineToken
 from trillium.inference.service.generation import DecodeSettings
+from trillium.inference.service.inputs import build_av_inputs
+from trillium.inference.service.models import DTYPES, ModelSpec, resolve_device
+from trillium.inference.service.settings import InferenceSettings
 from trillium.inference.service.sparse import has_video, prefill_density
-from trillium.kvcompress.hf import generate_with_policy
+from trillium.inference.v1 import inference_pb2
+from trillium.kvcompress.layout import TokenLayout
 from trillium.kvcompress.policies.base import Policy
 from trillium.kvcompress.policies.composed import ComposedPolicy
 from trillium.kvcompress.policies.st_sparse import STSparsePrefill
 from trillium.kvcompress.registry import make_policy
 from trillium.kvcompress.report import CompressionReport, GenerationResult
 from trillium.kvcompress.sparse_prefill import STSparseParams
-from trillium.models.av_tiny import AVInputs, AVTinyProcessor, embed_inputs, load_av_tiny
-from trillium.models.av_tiny.processor import PROCESSOR_CONFIG
-from trillium.servicekit.errors import FailedPreconditionError, NotFoundError
+from trillium.models.av_tiny import AVTinyProcessor, embed_inputs, load_av_tiny
+from trillium.servicekit.errors import (
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+    ValidationError,
+)
 
-MAX_EVENTS_AHEAD = 8
-_POLL_SECONDS = 0.05
+__all__ = ["Finished", "LoadedModel", "ModelRuntime", "Prefilled", "Prompt", "Started", "Token"]
 
 
 def full_cache_policy() -> Policy:
     """A policy that keeps every prompt token (budget 1.0 short-circuits to "select all")."""
     return make_policy("streaming_llm", budget=1.0)
+
+
+@dataclass(frozen=True)
+class Started:
+    """Admitted by the engine after ``queue_seconds`` waiting for KV memory."""
+
+    queue_seconds: float
 
 
 @dataclass(frozen=True)
@@ -70,192 +103,250 @@ class Finished:
     result: GenerationResult
 
 
-Event = Prefilled | Token | Finished
+Event = Started | Prefilled | Token | Finished
 
 
-class _Handoff:
-    """Worker thread -> event loop queue with at most ``limit`` events in flight.
+@dataclass(frozen=True)
+class Prompt:
+    """The engine's view of a request's segments: ids or embeddings, and the token layout."""
 
-    ``put`` (worker side) blocks while the consumer is ``limit`` events behind and returns False once
-    the consumer cancelled; ``get`` (loop side) frees one slot per event taken.
-    """
+    layout: TokenLayout
+    ids: torch.Tensor | None = None
+    embeds: torch.Tensor | None = None
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = MAX_EVENTS_AHEAD) -> None:
-        self.loop = loop
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.slots = threading.Semaphore(limit)
-        self.cancelled = threading.Event()
 
-    def put(self, item: object) -> bool:
-        while not self.slots.acquire(timeout=_POLL_SECONDS):
-            if self.cancelled.is_set():
-                return False
-        if self.cancelled.is_set():
-            return False
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody will read
-            return False
-        return True
+def service_error(error: Exception) -> Exception:
+    """An engine error as the service error a client gets (field or limit named)."""
+    if isinstance(error, RequestRejectedError):
+        field_name = {"max_new_tokens": "generation.max_new_tokens", "prompt": "segments"}.get(
+            error.field, error.field
+        )
+        return ValidationError(field_name or "segments", str(error))
+    if isinstance(error, CapacityExceededError):
+        return ResourceExhaustedError(str(error), field=error.limit)
+    return error
 
-    def put_final(self, item: object) -> None:
-        """The last event (result or exception): never blocks; dropped only if the loop is closed."""
-        with contextlib.suppress(RuntimeError):  # the server shut its loop down meanwhile
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
-    async def get(self) -> object:
-        item = await self.queue.get()
-        self.slots.release()
-        return item
+class Detokenizer:
+    """Turns generated ids into text deltas; ``text`` is everything so far (for stop strings)."""
 
-    def cancel(self) -> None:
-        self.cancelled.set()
+    def __init__(self, render: Callable[[list[int]], str], separator: str = "") -> None:
+        self._render = render
+        self._ids: list[int] = []
+        self._separator = separator
+        self.text = ""
+
+    def push(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        if self._separator:  # word-level vocabulary (av-tiny): one word per token
+            delta = self._render([token_id])
+            self.text = f"{self.text}{self._separator}{delta}" if self.text else delta
+            return delta
+        text = self._render(self._ids)
+        delta, self.text = text[len(self.text) :], text
+        return delta
 
 
 @dataclass
 class LoadedModel:
-    """A model in memory with its processor; ``lock`` serialises its generations."""
+    """A model in memory, its processor or tokenizer, and the engine that runs it."""
 
-    name: str
-    model: torch.nn.Module
-    processor: AVTinyProcessor
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # the running (or last) worker; resolves to its GenerationResult (None if it failed)
-    worker: asyncio.Future | None = None
+    spec: ModelSpec
+    model: nn.Module
+    engine: Engine
+    processor: AVTinyProcessor | None = None
+    tokenizer: Any = None
+    eos_token_ids: tuple[int, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     @property
     def eos_token_id(self) -> int:
-        return self.processor.token_id("<eos>")
+        return self.eos_token_ids[0] if self.eos_token_ids else -1
 
     def token_text(self, token_id: int) -> str:
-        """The vocabulary entry of one generated token."""
-        vocab = self.processor.vocab
-        return vocab[token_id] if 0 <= token_id < len(vocab) else "<unk>"
+        """The text of one generated token (av-tiny: its vocabulary word)."""
+        if self.processor is not None:
+            vocab = self.processor.vocab
+            return vocab[token_id] if 0 <= token_id < len(vocab) else "<unk>"
+        return self.tokenizer.decode([token_id], skip_special_tokens=True)
 
-    def _generate(
-        self,
-        inputs: AVInputs,
-        policy: Policy | None,
-        settings: DecodeSettings,
-        handoff: _Handoff,
-        sparse: STSparseParams | None = None,
-    ) -> GenerationResult | None:
-        """Worker-thread body: prefill + decode, every event through ``handoff``."""
-        sparse_run = sparse is not None and has_video(inputs.layout)  # else its plan is dense anyway
-        prefill = STSparsePrefill(sparse) if sparse_run else None
+    def detokenizer(self) -> Detokenizer:
+        if self.processor is not None:
+            return Detokenizer(lambda ids: self.token_text(ids[0]), separator=" ")
+        return Detokenizer(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
 
-        def prefilled(report: CompressionReport, seconds: float) -> None:
-            plans = prefill.plans if prefill is not None else []
-            handoff.put(Prefilled(report, seconds, sparse is not None, prefill_density(plans)))
-            plans.clear()  # the tile masks are not needed past the summary
-
-        try:
-            policy = policy or full_cache_policy()
-            if prefill is not None:
-                policy = ComposedPolicy(base=policy, prefill=prefill)
+    # ----------------------------------------------------------------- prompts
+    def prompt(self, segments: list[inference_pb2.Segment]) -> Prompt:
+        """The request's segments as the engine's prompt (errors name the segment at fault)."""
+        if self.processor is not None:
+            inputs = build_av_inputs(self.processor, segments)
             with torch.no_grad():
-                embeds = embed_inputs(self.model, inputs.input_ids, inputs.aux_ids)
-                result = generate_with_policy(
-                    self.model,
-                    inputs_embeds=embeds,
-                    layout=inputs.layout,
-                    policy=policy,
-                    max_new_tokens=settings.max_new_tokens,
-                    eos_token_id=self.eos_token_id,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                    seed=settings.seed,
-                    show_progress=False,
-                    on_prefill=prefilled,
-                    on_token=lambda token: handoff.put(Token(token)),
-                )
-            handoff.put_final(Finished(result))
-            return result
-        except BaseException as exc:  # surfaces in the RPC as INTERNAL (or the typed error)
-            handoff.put_final(exc)
-            return None
+                embeds = embed_inputs(self.model, inputs.input_ids, inputs.aux_ids)[0]
+            return Prompt(layout=inputs.layout, embeds=embeds)
+        return self._text_prompt(segments)
 
+    def _text_prompt(self, segments: list[inference_pb2.Segment]) -> Prompt:
+        texts = []
+        for index, segment in enumerate(segments):
+            kind = segment.WhichOneof("content")
+            if kind != "text":
+                raise ValidationError(
+                    f"segments[{index}]", f"model {self.name!r} is text-only ({self.spec.kind}), got {kind}"
+                )
+            texts.append(segment.text)
+        text = "\n".join(texts)
+        if not text.strip():
+            raise ValidationError("segments", "the prompt holds no text")
+        if self.spec.chat_template and getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+            )
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        else:
+            ids = self.tokenizer(text)["input_ids"]
+        prompt_ids = torch.tensor(list(ids), dtype=torch.long)
+        return Prompt(layout=TokenLayout.text(prompt_ids.numel()), ids=prompt_ids)
+
+    # ----------------------------------------------------------------- generation
     async def stream(
         self,
-        inputs: AVInputs,
+        prompt: Prompt,
         policy: Policy | None,
         settings: DecodeSettings,
-        on_started: Callable[[float], None] | None = None,
         sparse: STSparseParams | None = None,
     ) -> AsyncIterator[Event]:
-        """Events of one generation: ``Prefilled``, ``Token``..., ``Finished`` (see module docstring).
-
-        ``sparse`` runs the prefill with ST-SpAttn (PureKV) under ``policy`` (None = full cache).
-
-        ``on_started(queue_seconds)`` runs once the model's lock is held. Closing the iterator early
-        (client cancelled, stop string) stops the worker at its next token; the model's lock is
-        released when the worker thread has returned.
-        """
-        loop = asyncio.get_running_loop()
-        handoff = _Handoff(loop)
-        queued = time.perf_counter()
-        await self.lock.acquire()
+        """Events of one generation (module docstring); ``policy`` None keeps the full cache."""
+        prefill = STSparsePrefill(sparse) if sparse is not None and has_video(prompt.layout) else None
+        if prefill is not None:
+            policy = ComposedPolicy(base=policy or full_cache_policy(), prefill=prefill)
+        request = GenerationRequest(
+            prompt_ids=prompt.ids,
+            prompt_embeds=prompt.embeds,
+            layout=prompt.layout,
+            policy=policy,
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=settings.seed,
+            eos_token_ids=self.eos_token_ids,
+        )
+        events = AsyncEngine(self.engine).stream(request)
         try:
-            if on_started is not None:
-                on_started(time.perf_counter() - queued)
-            self.worker = loop.run_in_executor(
-                None, self._generate, inputs, policy, settings, handoff, sparse
-            )
-        except BaseException:
-            self.lock.release()
-            raise
-        self.worker.add_done_callback(lambda _: self.lock.release())
-        try:
-            while True:
-                event = await handoff.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if isinstance(event, Finished):
-                    return
-        finally:
-            handoff.cancel()
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if isinstance(event, EngineStarted):
+                        yield Started(event.queue_seconds)
+                    elif isinstance(event, EnginePrefilled):
+                        plans = prefill.plans if prefill is not None else []
+                        density = prefill_density(plans)
+                        plans.clear()  # the tile masks are not needed past the summary
+                        yield Prefilled(event.report, event.seconds, sparse is not None, density)
+                    elif isinstance(event, EngineToken):
+                        yield Token(event.token_id)
+                    elif isinstance(event, EngineFinished):
+                        yield Finished(event.result)
+                    elif isinstance(event, Failed):
+                        raise service_error(event.error)
+                    elif isinstance(event, EngineCancelled):
+                        raise UnavailableError("the server is shutting down; retry on another replica")
+        except EngineError as exc:  # raised by submit: limits before work
+            raise service_error(exc) from None
+
+
+def _available_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    with contextlib.suppress(OSError, ValueError):
+        for line in open("/proc/meminfo").read().splitlines():  # noqa: SIM115 (tiny file)
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def load_model(spec: ModelSpec, settings: InferenceSettings, share: int = 1) -> LoadedModel:
+    """Load ``spec`` offline onto its device and start its engine (``share``: models sharing memory)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(spec.device, where=f"model {spec.name!r} device")
+    dtype = DTYPES[spec.dtype]
+    processor = tokenizer = None
+    if spec.kind == "av-tiny":
+        model, processor = load_av_tiny(spec.path)
+        eos = (processor.token_id("<eos>"),)
+    else:
+        folder, extra = (spec.path.parent, {"gguf_file": spec.path.name}) if spec.is_gguf else (spec.path, {})
+        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=dtype, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **extra)
+        eos = _eos_ids(model, tokenizer)
+    model = model.to(device=device, dtype=dtype).eval()
+    budget = settings.kv_cache_bytes or default_kv_cache_bytes(_available_memory_bytes(device)) // share
+    config = EngineConfig(
+        kv_cache_bytes=budget,
+        max_context=spec.max_context,
+        max_new_tokens_limit=settings.max_new_tokens_limit,
+        max_batched_tokens=settings.max_batched_tokens,
+        max_running=settings.max_running_requests,
+        max_prefilling=settings.max_prefilling_requests,
+        max_queued_requests=settings.max_queued_requests,
+        max_queue_seconds=settings.max_queue_seconds,
+    )
+    engine = Engine(model, config)
+    return LoadedModel(spec, model, engine, processor=processor, tokenizer=tokenizer, eos_token_ids=eos)
+
+
+def _eos_ids(model: nn.Module, tokenizer: Any) -> tuple[int, ...]:
+    ids: list[int] = []
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured]
+    ids.append(getattr(tokenizer, "eos_token_id", None))
+    return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
 
 
 class ModelRuntime:
-    """The models of ``models_dir``, loaded lazily by name and kept in memory."""
+    """The configured models, loaded during warm-up, each with its own engine."""
 
-    def __init__(self, models_dir: Path) -> None:
-        self.models_dir = models_dir
+    def __init__(self, specs: list[ModelSpec], settings: InferenceSettings) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self.settings = settings
         self._loaded: dict[str, LoadedModel] = {}
-        self._loading = asyncio.Lock()
 
     @property
     def loaded(self) -> list[str]:
         return sorted(self._loaded)
 
+    def loaded_config(self, name: str) -> dict | None:
+        """The loaded model's config as a dict (None while it is not loaded)."""
+        loaded = self._loaded.get(name)
+        return None if loaded is None else loaded.model.config.to_dict()
+
+    def models(self) -> list[LoadedModel]:
+        return [self._loaded[name] for name in sorted(self._loaded)]
+
+    async def load_all(self, on_loaded: Callable[[LoadedModel], None] | None = None) -> None:
+        """Load every configured model (one at a time: loading is memory- and CPU-heavy)."""
+        for spec in self.specs.values():
+            if spec.name not in self._loaded:
+                loaded = await asyncio.to_thread(load_model, spec, self.settings, len(self.specs))
+                self._loaded[spec.name] = loaded
+                if on_loaded is not None:
+                    on_loaded(loaded)
+
     async def get(self, name: str) -> LoadedModel:
-        """The model named ``name``; NOT_FOUND (field ``model``) if the catalogue does not list it."""
+        """The model named ``name``: NOT_FOUND (field ``model``) if not configured, UNAVAILABLE
+        while it is still loading."""
         if name in self._loaded:
             return self._loaded[name]
-        async with self._loading:
-            if name in self._loaded:
-                return self._loaded[name]
-            entries = await asyncio.to_thread(scan_models, self.models_dir)
-            if name not in entries:
-                raise NotFoundError(
-                    f"no model {name!r}; ListModels shows the {len(entries)} served here", field="model"
-                )
-            loaded = await asyncio.to_thread(self._load, name, entries[name].path)
-            self._loaded[name] = loaded
-            return loaded
-
-    @staticmethod
-    def _load(name: str, folder: Path) -> LoadedModel:
-        if not (folder / PROCESSOR_CONFIG).is_file():
-            raise FailedPreconditionError(
-                f"model {name!r} ships no {PROCESSOR_CONFIG}: only av-tiny-style models (with a processor) "
-                "are served by Generate",
-                field="model",
+        if name not in self.specs:
+            raise NotFoundError(
+                f"no model {name!r}; ListModels shows the {len(self.specs)} served here", field="model"
             )
-        try:
-            model, processor = load_av_tiny(folder)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            message = f"model {name!r} could not be loaded: {exc}"
-            raise FailedPreconditionError(message, field="model") from None
-        return LoadedModel(name, model, processor)
+        raise UnavailableError(f"model {name!r} is still loading; retry shortly")
+
+    def close(self) -> None:
+        for loaded in self._loaded.values():
+            loaded.engine.close()

@@ -1,14 +1,17 @@
-"""InferenceService over gRPC: a thin layer over kvcompress, the model catalogue and the session store.
+"""InferenceService over gRPC: a thin layer over the serving engine, the model registry and sessions.
 
 ``Generate`` streams one ``PrefillSummary`` (from the kvcompress report), then one ``TokenDelta`` per
 generated token, then one ``GenerationFinished``. The request is checked before any model work
-(errors name the field: INVALID_ARGUMENT; unknown model: NOT_FOUND; a model without a processor:
-FAILED_PRECONDITION); the model is loaded on first use (:mod:`.runtime`), the segments become the
-model's prompt (:mod:`.inputs`), and prefill + decode run on a worker thread, one generation at a
-time per model, so the event loop stays free. ``eos`` or a stop string ends with STOP (the eos token
-is counted in ``usage`` but not streamed; the delta that completes a stop string is streamed),
-``max_new_tokens`` with LENGTH; a client that cancels stops the worker at its next token (ABORT in
-the metrics).
+(errors name the field: INVALID_ARGUMENT; unknown model: NOT_FOUND; a model still loading:
+UNAVAILABLE); the segments become the model's prompt (:mod:`.inputs` for av-tiny, the tokenizer's
+chat template for a causal LM) and the generation is submitted to the model's engine
+(:mod:`trillium.engine`), which batches it with every other running request. Limits come first: a
+prompt longer than the model's context or ``max_new_tokens`` above the server's limit is
+INVALID_ARGUMENT; a full queue, a request larger than the whole KV budget or one that waited past
+``max_queue_seconds`` is RESOURCE_EXHAUSTED naming the limit. ``eos`` or a stop string ends with
+STOP (the eos token is counted in ``usage`` but not streamed; the delta that completes a stop
+string is streamed), ``max_new_tokens`` with LENGTH; a client that cancels, or whose deadline
+passes, is dropped by the engine at its next step (ABORT in the metrics) and its KV bytes return.
 
 Sparse prefill: ``compression.sparse_prefill.enabled`` runs the prompt pass with PureKV's ST-SpAttn
 block-sparse attention (arXiv 2510.25600, ``trillium.kvcompress.sparse_prefill``) under the requested
@@ -34,12 +37,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from trillium.common.v1 import usage_pb2
-from trillium.inference.service.catalogue import scan_models
+from trillium.inference.service.catalogue import model_info
 from trillium.inference.service.generation import (
     DecodeSettings,
     compression_summary,
@@ -48,10 +50,19 @@ from trillium.inference.service.generation import (
     kept_tokens,
     per_modality,
 )
-from trillium.inference.service.inputs import build_av_inputs
 from trillium.inference.service.metrics import InferenceMetrics
 from trillium.inference.service.policies import MODALITY_BY_LABEL, list_policies_response, policy_from_request
-from trillium.inference.service.runtime import Finished, LoadedModel, ModelRuntime, Prefilled, Token
+from trillium.inference.service.runtime import (
+    Detokenizer,
+    Finished,
+    LoadedModel,
+    ModelRuntime,
+    Prefilled,
+    Prompt,
+    Started,
+    Token,
+)
+from trillium.inference.service.settings import InferenceSettings
 from trillium.inference.service.sparse import (
     check_policy_supports_sparse_prefill,
     sparse_params_from_request,
@@ -60,10 +71,10 @@ from trillium.inference.v1 import inference_pb2, inference_pb2_grpc
 from trillium.kvcompress.policies.base import Policy
 from trillium.kvcompress.report import CompressionReport
 from trillium.kvcompress.sparse_prefill import STSparseParams
-from trillium.models.av_tiny import AVInputs
 from trillium.servicekit.errors import (
     FailedPreconditionError,
     NotFoundError,
+    ResourceExhaustedError,
     UnavailableError,
     ValidationError,
 )
@@ -143,7 +154,7 @@ class _Job:
     parameters (None = dense prefill)."""
 
     loaded: LoadedModel
-    inputs: AVInputs
+    prompt: Prompt
     policy: Policy | None
     settings: DecodeSettings
     policy_name: str
@@ -161,6 +172,7 @@ class _Progress:
     prefilled_at: float = 0.0
     token_times: list[float] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    detokenizer: Detokenizer | None = None
     finish: int = inference_pb2.FINISH_REASON_UNSPECIFIED
 
     @property
@@ -188,14 +200,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def __init__(
         self,
         sessions: SessionStore | None,
-        models_dir: Path,
+        runtime: ModelRuntime,
         metrics: InferenceMetrics | None = None,
-        runtime: ModelRuntime | None = None,
+        settings: InferenceSettings | None = None,
     ) -> None:
         self.sessions = sessions
-        self.models_dir = models_dir
+        self.runtime = runtime
         self.metrics = metrics
-        self.runtime = runtime or ModelRuntime(models_dir)
+        self.settings = settings or runtime.settings
         self._policies = list_policies_response()
 
     def _store(self) -> SessionStore:
@@ -215,7 +227,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def ListModels(self, request, context):
         return inference_pb2.ListModelsResponse(
-            models=[e.info for e in scan_models(self.models_dir).values()]
+            models=[
+                model_info(spec, self.runtime.loaded_config(name))
+                for name, spec in self.runtime.specs.items()
+            ]
         )
 
     async def GetSession(self, request, context):
@@ -248,12 +263,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         sparse = sparse_params_from_request(request.compression.sparse_prefill)
         if sparse is not None:
             check_policy_supports_sparse_prefill(policy, request.compression.policy)
-        settings = decode_settings(request.generation)
+        settings = decode_settings(
+            request.generation, self.settings.default_max_new_tokens, self.settings.max_new_tokens_limit
+        )
         loaded = await self.runtime.get(request.model)
-        inputs = await asyncio.to_thread(build_av_inputs, loaded.processor, list(request.segments))
+        prompt = await asyncio.to_thread(loaded.prompt, list(request.segments))
         previous = await self._previous_session(session_id, request.model, context) if session_id else None
         policy_name = request.compression.policy or "none"
-        job = _Job(loaded, inputs, policy, settings, policy_name, sparse)
+        job = _Job(loaded, prompt, policy, settings, policy_name, sparse)
+        progress.detokenizer = loaded.detokenizer()
         responses = self._stream(job, request, progress)
         try:
             async with contextlib.aclosing(responses):
@@ -280,32 +298,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def _stream(self, job: _Job, request, progress: _Progress):
         """Prefill and delta messages; sets ``progress.finish`` when generation ends normally."""
-        policy_name = job.policy_name
-        waiting = [True]
-
-        def started(queue_seconds: float) -> None:
-            progress.queue_seconds = queue_seconds
-            waiting[0] = False
-            if self.metrics:
-                self.metrics.request_queue_time.labels(request.model).observe(queue_seconds)
-                self.metrics.requests_waiting.dec()
-                self.metrics.requests_running.inc()
-
-        if self.metrics:
-            self.metrics.requests_waiting.inc()
+        events = job.loaded.stream(job.prompt, job.policy, job.settings, sparse=job.sparse)
         try:
-            events = job.loaded.stream(
-                job.inputs, job.policy, job.settings, on_started=started, sparse=job.sparse
-            )
             async with contextlib.aclosing(events):
                 async for event in events:
-                    if isinstance(event, Prefilled):
-                        yield self._prefilled(event, request, policy_name, progress)
+                    if isinstance(event, Started):
+                        progress.queue_seconds = event.queue_seconds
+                        if self.metrics:
+                            self.metrics.request_queue_time.labels(request.model).observe(event.queue_seconds)
+                    elif isinstance(event, Prefilled):
+                        yield self._prefilled(event, request, job.policy_name, progress)
                     elif isinstance(event, Token):
                         delta = self._token(event, job.loaded, request, progress)
                         if delta is not None:
                             yield delta
-                        if ends_with_stop(" ".join(progress.texts), job.settings.stop):
+                        if ends_with_stop(progress.detokenizer.text, job.settings.stop):
                             progress.finish = inference_pb2.FINISH_REASON_STOP
                             return
                     elif isinstance(event, Finished):
@@ -315,9 +322,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                             if stopped
                             else inference_pb2.FINISH_REASON_LENGTH
                         )
-        finally:
+        except ResourceExhaustedError as exc:
             if self.metrics:
-                (self.metrics.requests_waiting if waiting[0] else self.metrics.requests_running).dec()
+                self.metrics.admission_rejections.labels(request.model, exc.field or "unknown").inc()
+            raise
 
     def _prefilled(self, event: Prefilled, request, policy_name: str, progress: _Progress):
         progress.report, progress.prefill_seconds = event.report, event.seconds
@@ -343,9 +351,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             else:
                 self.metrics.time_to_first_token.labels(request.model).observe(now - progress.started)
         progress.token_times.append(now)
-        if event.token_id == loaded.eos_token_id:
+        if event.token_id in loaded.eos_token_ids:
             return None
-        text = loaded.token_text(event.token_id)
+        text = progress.detokenizer.push(event.token_id)
         progress.texts.append(text)
         return inference_pb2.GenerateResponse(
             delta=inference_pb2.TokenDelta(
