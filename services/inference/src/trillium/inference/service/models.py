@@ -4,7 +4,8 @@ Models come from a YAML file (``--models-config``, env ``TRILLIUM_MODELS_CONFIG`
 
     models:
       - name: smollm2                 # the name clients send (GenerateRequest.model)
-        path: ~/.cache/trillium/models/smollm2-135m-instruct   # a folder, or a .gguf file
+        path: ~/.cache/trillium/models/smollm2-135m-instruct   # a folder or a .gguf file;
+                                      # ~ and $VARS expand, relative paths start at this file's folder
         kind: causal-lm               # causal-lm | av-tiny
         dtype: float32                # float32 | bfloat16 | float16
         device: auto                  # cpu | cuda | cuda:N | auto (CUDA when present)
@@ -24,6 +25,7 @@ Qwen2-VL needs M-RoPE's 3-D positions (kvcompress's single-request path has them
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +56,7 @@ class ModelSpec:
         return self.path.suffix == ".gguf"
 
 
-def _spec(entry: Any, where: str) -> ModelSpec:
+def _spec(entry: Any, where: str, base: Path) -> ModelSpec:
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: must be a mapping with name, path and kind")
     unknown = set(entry) - _KEYS
@@ -76,9 +78,10 @@ def _spec(entry: Any, where: str) -> ModelSpec:
         raise ValueError(f"{where}.max_context: must be a positive integer, got {max_context!r}")
     device = str(entry.get("device", "cpu"))
     resolve_device(device, where=f"{where}.device", check_present=False)
+    path = Path(os.path.expandvars(entry["path"])).expanduser()
     return ModelSpec(
         name=entry["name"],
-        path=Path(entry["path"]).expanduser(),
+        path=path if path.is_absolute() else base / path,
         kind=kind,
         dtype=dtype,
         device=device,
@@ -97,7 +100,7 @@ def load_specs(config_file: str, models_dir: Path) -> list[ModelSpec]:
         entries = document.get("models") if isinstance(document, dict) else None
         if not isinstance(entries, list) or not entries:
             raise ValueError(f"models_config: {path} must hold a non-empty 'models' list")
-        specs = [_spec(entry, f"{path.name}: models[{i}]") for i, entry in enumerate(entries)]
+        specs = [_spec(entry, f"{path.name}: models[{i}]", path.parent) for i, entry in enumerate(entries)]
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"models_config: {path} names a model twice ({names})")
