@@ -82,7 +82,7 @@ deploy-check: $(STAMP) ## Fail if dashboards, schema or k8s/base are stale; vali
 	$(TEST_ENV) $(BIN)/pytest -q tests/deploy
 
 bench: ## Run every benchmark (results under bench/results/)
-	$(MAKE) bench-kv-micro bench-kv bench-kv-long bench-federated bench-avatar
+	$(MAKE) bench-kv-micro bench-kv bench-kv-long bench-inference bench-federated bench-avatar
 
 train-av-tiny: $(STAMP) ## Train the shipped av-tiny model into assets/models/av-tiny (< 1 h on 2 cores)
 	$(BIN)/python -m trillium.models.av_tiny.train --out assets/models/av-tiny
@@ -105,6 +105,10 @@ bench-kv: $(STAMP) $(KVPRESS_VENV)/.installed ## Accuracy vs KV budget for every
 
 bench-kv-long: $(STAMP) $(KVPRESS_VENV)/.installed ## bench-kv on 32-frame clips (~950-token prompts)
 	$(BIN)/python bench/kv_quality/run.py --frames 32 --per-family 20 --name kv-quality-long
+
+bench-inference: $(STAMP) fetch-smollm2 ## Serving under load over gRPC (SmolLM2, av-tiny) beside transformers-cb and llama.cpp (~25 min)
+	@test -f $(LLAMACPP_VENV)/.installed || echo "note: run 'make setup-llamacpp' once (~25 min build) for the llama.cpp rows"
+	$(BIN)/python bench/inference/run.py
 
 bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (bytes, decode, prefill, sparse prefill)
 	$(BIN)/python bench/kv_micro/run.py

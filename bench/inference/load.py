@@ -125,7 +125,10 @@ async def one_request(stub, request, timing: RequestTiming, timeout: float) -> N
 
 
 def make_request(model: str, prompt: str, policy: str, budget: float, max_new_tokens: int):
-    return build_request(model, [text(prompt)], policy=policy, budget=budget, max_new_tokens=max_new_tokens)
+    """A text request generating exactly ``max_new_tokens`` (``ignore_eos``), as every anchor does."""
+    return build_request(
+        model, [text(prompt)], policy=policy, budget=budget, max_new_tokens=max_new_tokens, ignore_eos=True
+    )
 
 
 async def closed_loop(target: str, requests: list, concurrency: int, timeout: float = 900.0) -> LoadResult:

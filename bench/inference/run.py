@@ -5,13 +5,16 @@ process generates the load (closed loop at concurrency c, open loop with Poisson
 records per request TTFT and inter-token latencies, errors by status code, and the server's RSS.
 Scenarios (one server per engine setting, one benchmark at a time):
 
+Every SmolLM2 request generates exactly its ``max_new_tokens`` (``ignore_eos``), as the anchors do.
+
 * ``batching``: 1k-token prompts, 64 new tokens, full cache and SnapKV 20%, c = 1 / 4 / 16;
   4k-token prompts at c = 4; Poisson arrivals at 1k.
 * ``capacity``: a KV budget that holds N full-cache sequences; every request arrives at once and the
   number admitted together is sampled from ``inference_num_requests_running``: full cache against
   20% policies at equal memory. The same admission arithmetic is reported for 4k prompts.
 * ``interference``: 8 streams decode, then a 4k-token prompt arrives; their inter-token p99 before
-  and during its prefill, at two step budgets (``--max-batched-tokens`` 512 and 32).
+  and during its prefill, with prompt chunks of 512 tokens while streams decode and with the
+  default 64 (``--max-prefill-tokens-while-decoding``).
 * ``av-tiny``: long AVQA-synth clips (32 frames, ~950 tokens) with every seed policy at 20%.
 * anchors in the same run, on the same token ids: the engine in process at c = 1 (the gRPC
   overhead), transformers' continuous batching (``generate_batch``, ``paged|sdpa``) and llama.cpp
@@ -116,7 +119,8 @@ class Server:
 
 
 class GaugeSampler(threading.Thread):
-    """The running-requests gauge, sampled every 0.2 s: the most admitted at once."""
+    """The running-requests gauge, sampled every second: the most admitted at once (a scrape costs
+    the server CPU and the GIL, so it is kept rare)."""
 
     def __init__(self, server: Server, model: str) -> None:
         super().__init__(daemon=True)
@@ -124,7 +128,7 @@ class GaugeSampler(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(0.2):
+        while not self.done.wait(1.0):
             with contextlib.suppress(OSError):
                 self.peak = max(self.peak, self.server.gauge("inference_num_requests_running", self.model))
 
@@ -355,12 +359,13 @@ def admission_arithmetic(model_dir: Path, lengths: tuple[int, ...], max_new: int
 def interference(config: Path, tokenizer, sizes: dict, rows: list) -> None:
     streams, stream_len, stream_new, long_len = sizes["interference"]
     kv = sizes["kv_large"]
-    for step_tokens in (512, 32):
+    for while_decoding in (512, 64):
         server = Server(
             config,
             {
                 "kv_cache_bytes": kv,
-                "max_batched_tokens": step_tokens,
+                "max_batched_tokens": 512,
+                "max_prefill_tokens_while_decoding": while_decoding,
                 "max_queue_seconds": 3600,
                 "max_prefilling_requests": 1,
             },
@@ -378,7 +383,8 @@ def interference(config: Path, tokenizer, sizes: dict, rows: list) -> None:
                     "none",
                     1.0,
                     kv,
-                    max_batched_tokens=step_tokens,
+                    max_batched_tokens=512,
+                    max_prefill_tokens_while_decoding=while_decoding,
                     **out,
                 )
             )
@@ -639,7 +645,7 @@ def plot(result: dict, path: Path) -> None:
         ylabel="admitted at once", title=f"equal KV budget ({cap[0]['n_full'] if cap else '?'} full seqs)"
     )
     inter = [r for r in result["rows"] if r["scenario"] == "interference"]
-    labels = [f"step {r['max_batched_tokens']}" for r in inter]
+    labels = [f"prefill/step {r['max_prefill_tokens_while_decoding']}" for r in inter]
     axes[2].bar([f"{lab}\nbefore" for lab in labels], [r["itl_p99_before_ms"] or 0 for r in inter])
     axes[2].bar([f"{lab}\nduring" for lab in labels], [r["itl_p99_during_ms"] or 0 for r in inter])
     axes[2].set(ylabel="ITL p99 (ms)", title="8 streams, a 4k prompt arrives")

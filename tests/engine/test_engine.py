@@ -304,3 +304,21 @@ def test_decode_attention_backends_match_the_reference(backend):
     tolerance = 1e-10 if backend == "views" else 1e-6  # the packed torch kernel scores in float32
     expected = decode_attention_reference(queries, stores, 0.35)
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_prompt_chunks_shrink_while_streams_decode(tiny_llama, engine_factory):
+    """A prompt gets the whole step budget when nothing decodes, and at most
+    ``max_prefill_tokens_while_decoding`` tokens a step once a stream decodes."""
+    engine = engine_factory(tiny_llama, max_batched_tokens=128, max_prefill_tokens_while_decoding=8)
+    plans = []
+    engine.on_step = lambda _engine, plan, _seconds: plans.append(
+        (len(plan.decode), [c.length for c in plan.prefill])
+    )
+    decoding, events = _events(engine, GenerationRequest(prompt_ids=_prompt(20, 1), max_new_tokens=60))
+    _until(events, Token)
+    _, late = _events(engine, GenerationRequest(prompt_ids=_prompt(200, 2), max_new_tokens=2))
+    _until(late, Finished)
+    engine.cancel(decoding)
+    assert plans[0] == (0, [20])  # alone: the whole prompt in one step
+    mixed = [chunks for decodes, chunks in plans if decodes and chunks]
+    assert mixed and all(sum(chunks) <= 8 for chunks in mixed) and max(sum(c) for c in mixed) == 8

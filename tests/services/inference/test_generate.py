@@ -418,6 +418,9 @@ def test_a_cancelled_stream_returns_its_kv_bytes(stub, service):
         request(generation=inference_pb2.GenerationParams(max_new_tokens=300)), timeout=TIMEOUT
     )
     assert [next(call).WhichOneof("event") for _ in range(2)] == ["prefill", "delta"]
+    deadline = time.monotonic() + TIMEOUT  # the gauges follow at the end of the engine's step
+    while not gauge("inference_kv_cache_bytes_used") and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert gauge("inference_kv_cache_bytes_used") > 0 and gauge("inference_num_requests_running") == 1
     assert 0 < gauge("inference_kv_cache_usage_ratio") < 1
     call.cancel()

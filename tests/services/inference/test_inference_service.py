@@ -151,6 +151,35 @@ def test_bad_session_ids_are_invalid_argument(stub, session_id):
     assert info.value.details().startswith("session_id:")
 
 
+def test_ignore_eos_generates_exactly_max_new_tokens(stub):
+    from trillium.inference.client import build_request, text
+
+    request = build_request("tiny", [text("w1 w2 w3")], max_new_tokens=40, ignore_eos=True, stop=["w5"])
+    responses = list(stub.Generate(request, timeout=60))
+    deltas = [r.delta for r in responses if r.WhichOneof("event") == "delta"]
+    finished = responses[-1].finished
+    assert len(deltas) == 40 == finished.usage.completion_tokens
+    assert finished.finish_reason == inference_pb2.FINISH_REASON_LENGTH
+
+
+def test_serve_exits_2_naming_a_corrupt_checkpoint(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    save_tiny_text_model(tmp_path / "broken")
+    weights = tmp_path / "broken" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    command = Path(sys.executable).parent / "trillium-inference"
+    done = subprocess.run(
+        [str(command), "serve", "--port", "0", "--metrics-port", "-1", "--models-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and str(weights) in done.stderr
+
+
 def test_start_up_names_a_missing_or_corrupt_checkpoint(tmp_path):
     save_tiny_text_model(tmp_path / "broken")
     weights = tmp_path / "broken" / "model.safetensors"

@@ -61,6 +61,7 @@ class EngineConfig:
         max_context: prompt + new tokens allowed (default: the model's ``max_position_embeddings``).
         max_new_tokens_limit: the most ``max_new_tokens`` a request may ask for.
         max_batched_tokens: tokens per step (decode tokens + prefill chunks).
+        max_prefill_tokens_while_decoding: prompt tokens per step while any sequence decodes.
         max_running: sequences admitted at once.
         max_prefilling: prompts in prefill at once (each holds its uncompressed cache meanwhile).
         max_queued_requests, max_queue_seconds: bounds of the waiting queue.
@@ -72,6 +73,7 @@ class EngineConfig:
     max_context: int | None = None
     max_new_tokens_limit: int = 4096
     max_batched_tokens: int = 512
+    max_prefill_tokens_while_decoding: int = 64
     max_running: int = 256
     max_prefilling: int = 1
     max_queued_requests: int = 256
@@ -109,6 +111,7 @@ class Engine:
         self.budget = KVBudget(config.kv_cache_bytes)
         limits = SchedulerLimits(
             max_batched_tokens=config.max_batched_tokens,
+            max_prefill_tokens_while_decoding=config.max_prefill_tokens_while_decoding,
             max_running=config.max_running,
             max_prefilling=config.max_prefilling,
             max_queued_requests=config.max_queued_requests,

@@ -45,12 +45,27 @@ def grouped_causal_attention(
     num_q_heads, q_len, dim = query.shape
     num_kv_heads, total = keys.shape[0], keys.shape[1]
     group = num_q_heads // num_kv_heads
+    if not column_sums and q_len > 1:
+        # SDPA's own GQA with a [Q, T] mask: on CPU 3-4x faster than grouping the queries into
+        # [H_kv, G * Q] rows with a [G * Q, T] mask (measured at 512 x 4096, 3 KV heads)
+        causal = torch.arange(total, device=query.device) <= torch.arange(
+            total - q_len, total, device=query.device
+        ).unsqueeze(1)
+        out = F.scaled_dot_product_attention(
+            query.unsqueeze(0),
+            keys.unsqueeze(0),
+            values.unsqueeze(0),
+            attn_mask=causal,
+            scale=scale,
+            enable_gqa=True,
+        )
+        return out[0], None
     grouped = query.reshape(num_kv_heads, group * q_len, dim)
     mask = None
     if q_len > 1:
         query_pos = torch.arange(total - q_len, total, device=query.device).repeat(group)
         mask = torch.arange(total, device=query.device).unsqueeze(0) <= query_pos.unsqueeze(1)
-    if not column_sums:
+    if not column_sums:  # one query per head: grouped rows, no mask, keys never repeated
         out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=scale)
         return out.reshape(num_q_heads, q_len, -1), None
     scores = torch.matmul(grouped.float(), keys.float().transpose(-1, -2)) * scale

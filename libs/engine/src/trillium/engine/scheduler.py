@@ -3,7 +3,12 @@
 Every step runs one decode token for each sequence that is decoding, then spends what is left of
 ``max_batched_tokens`` on prompt chunks of admitted sequences, oldest first (vLLM's
 ``max_num_batched_tokens``, TGI's ``max_batch_prefill_tokens``): a long prompt is spread over many
-steps and never stalls the streams that decode. At most ``max_prefilling`` prompts are in prefill at
+steps and never stalls the streams that decode. While any stream decodes, prompt chunks get at most
+``max_prefill_tokens_while_decoding`` tokens a step (default 64): measured on SmolLM2 with 8 streams
+decoding, a step of 198 ms grows to 300 ms with 64 prompt tokens, 452 ms with 128 and 1.4 s with
+512, so the streams' inter-token latency stays within about 1.5x while a new prompt is prefilled
+(which then takes longer: its tokens ride along in the decode steps). With nothing decoding a
+prompt gets the whole ``max_batched_tokens``. At most ``max_prefilling`` prompts are in prefill at
 once, since each holds its uncompressed keys and values (and its scored queries) until its policy
 has run.
 
@@ -37,6 +42,7 @@ __all__ = ["Scheduler", "SchedulerLimits", "StepPlan", "compressed_bytes", "peak
 @dataclass(frozen=True)
 class SchedulerLimits:
     max_batched_tokens: int = 512
+    max_prefill_tokens_while_decoding: int = 64
     max_running: int = 256
     max_prefilling: int = 1
     max_queued_requests: int = 256
@@ -127,6 +133,8 @@ class Scheduler:
         ``single_chunk``: ids of sequences whose prompt runs in one pass whatever the budget."""
         plan = StepPlan(decode=[s for s in self.running if not s.is_prefilling])
         room = self.limits.max_batched_tokens - len(plan.decode)
+        if plan.decode:  # streams are decoding: keep the step short, their next token waits on it
+            room = min(room, self.limits.max_prefill_tokens_while_decoding)
         for sequence in self.running:
             if not sequence.is_prefilling:
                 continue

@@ -28,7 +28,7 @@ from trillium.common.v1 import usage_pb2 as trillium_dot_common_dot_v1_dot_usage
 from trillium.common.v1 import values_pb2 as trillium_dot_common_dot_v1_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%trillium/inference/v1/inference.proto\x12\x15trillium.inference.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etrillium/common/v1/media.proto\x1a\x1etrillium/common/v1/usage.proto\x1a\x1ftrillium/common/v1/values.proto\"?\n\x05Video\x12)\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x19.trillium.common.v1.Image\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xab\x01\n\x07Segment\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12*\n\x05image\x18\x02 \x01(\x0b\x32\x19.trillium.common.v1.ImageH\x00\x12-\n\x05video\x18\x03 \x01(\x0b\x32\x1c.trillium.inference.v1.VideoH\x00\x12*\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x19.trillium.common.v1.AudioH\x00\x42\t\n\x07\x63ontent\"3\n\x06\x42udget\x12\x0f\n\x05ratio\x18\x01 \x01(\x01H\x00\x12\x10\n\x06tokens\x18\x02 \x01(\x03H\x00\x42\x06\n\x04kind\"\xc1\x01\n\rSparsePrefill\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12H\n\nparameters\x18\x02 \x03(\x0b\x32\x34.trillium.inference.v1.SparsePrefill.ParametersEntry\x1aU\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".trillium.common.v1.ParameterValue:\x02\x38\x01\"\xb5\x02\n\x11\x43ompressionConfig\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12-\n\x06\x62udget\x18\x02 \x01(\x0b\x32\x1d.trillium.inference.v1.Budget\x12L\n\nparameters\x18\x03 \x03(\x0b\x32\x38.trillium.inference.v1.CompressionConfig.ParametersEntry\x12<\n\x0esparse_prefill\x18\x04 \x01(\x0b\x32$.trillium.inference.v1.SparsePrefill\x1aU\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".trillium.common.v1.ParameterValue:\x02\x38\x01\"y\n\x10GenerationParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x01\x12\r\n\x05top_p\x18\x03 \x01(\x01\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x0c\n\x04stop\x18\x06 \x03(\t\"\xfc\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x30\n\x08segments\x18\x02 \x03(\x0b\x32\x1e.trillium.inference.v1.Segment\x12=\n\x0b\x63ompression\x18\x03 \x01(\x0b\x32(.trillium.inference.v1.CompressionConfig\x12;\n\ngeneration\x18\x04 \x01(\x0b\x32\'.trillium.inference.v1.GenerationParams\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x18\n\x10return_token_ids\x18\x06 \x01(\x08\"_\n\x0eModalityTokens\x12\x31\n\x08modality\x18\x01 \x01(\x0e\x32\x1f.trillium.inference.v1.Modality\x12\x0c\n\x04seen\x18\x02 \x01(\x03\x12\x0c\n\x04kept\x18\x03 \x01(\x03\"3\n\x0bLayerTokens\x12\r\n\x05layer\x18\x01 \x01(\x05\x12\x15\n\rkept_per_head\x18\x02 \x03(\x03\"\xcd\x02\n\x12\x43ompressionSummary\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x15\n\rtokens_before\x18\x02 \x01(\x03\x12\x13\n\x0btokens_kept\x18\x03 \x01(\x03\x12\x17\n\x0fkv_bytes_before\x18\x04 \x01(\x03\x12\x16\n\x0ekv_bytes_after\x18\x05 \x01(\x03\x12;\n\x0cper_modality\x18\x06 \x03(\x0b\x32%.trillium.inference.v1.ModalityTokens\x12\x35\n\tper_layer\x18\x07 \x03(\x0b\x32\".trillium.inference.v1.LayerTokens\x12\x1b\n\x13\x63ompression_seconds\x18\x08 \x01(\x01\x12\x16\n\x0esparse_prefill\x18\t \x01(\x08\x12!\n\x19prefill_attention_density\x18\n \x01(\x01\"\xa3\x01\n\x0ePrefillSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12>\n\x0b\x63ompression\x18\x04 \x01(\x0b\x32).trillium.inference.v1.CompressionSummary\x12\x17\n\x0fprefill_seconds\x18\x05 \x01(\x01\"<\n\nTokenDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\x03\"\xa6\x01\n\x12GenerationFinished\x12:\n\rfinish_reason\x18\x01 \x01(\x0e\x32#.trillium.inference.v1.FinishReason\x12(\n\x05usage\x18\x02 \x01(\x0b\x32\x19.trillium.common.v1.Usage\x12*\n\x06timing\x18\x03 \x01(\x0b\x32\x1a.trillium.common.v1.Timing\"\xc8\x01\n\x10GenerateResponse\x12\x38\n\x07prefill\x18\x01 \x01(\x0b\x32%.trillium.inference.v1.PrefillSummaryH\x00\x12\x32\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32!.trillium.inference.v1.TokenDeltaH\x00\x12=\n\x08\x66inished\x18\x03 \x01(\x0b\x32).trillium.inference.v1.GenerationFinishedH\x00\x42\x07\n\x05\x65vent\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xed\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x17\n\x0foriginal_tokens\x18\x04 \x01(\x03\x12\x13\n\x0bkept_tokens\x18\x05 \x01(\x03\x12\x15\n\rnext_position\x18\x06 \x01(\x03\x12\r\n\x05turns\x18\x07 \x01(\x05\x12;\n\x0cper_modality\x18\x08 \x03(\x0b\x32%.trillium.inference.v1.ModalityTokens\x12\r\n\x05owner\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blast_access\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x13\n\x11ListModelsRequest\"\xee\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x33\n\nmodalities\x18\x03 \x03(\x0e\x32\x1f.trillium.inference.v1.Modality\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\x03\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x12\n\nnum_layers\x18\x06 \x01(\x05\x12\x14\n\x0cnum_kv_heads\x18\x07 \x01(\x05\x12\x10\n\x08head_dim\x18\x08 \x01(\x05\x12\r\n\x05\x64type\x18\t \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\n \x01(\t\"F\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .trillium.inference.v1.ModelInfo\" \n\x1eListCompressionPoliciesRequest\"\xc1\x01\n\nPolicyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05paper\x18\x03 \x01(\t\x12\x35\n\nparameters\x18\x04 \x03(\x0b\x32!.trillium.common.v1.ParameterSpec\x12\x33\n\nmodalities\x18\x05 \x03(\x0e\x32\x1f.trillium.inference.v1.Modality\x12\x15\n\rmerges_tokens\x18\x06 \x01(\x08\"\x9c\x01\n\x1fListCompressionPoliciesResponse\x12\x33\n\x08policies\x18\x01 \x03(\x0b\x32!.trillium.inference.v1.PolicyInfo\x12\x44\n\x19sparse_prefill_parameters\x18\x02 \x03(\x0b\x32!.trillium.common.v1.ParameterSpec*s\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x11\n\rMODALITY_TEXT\x10\x01\x12\x12\n\x0eMODALITY_IMAGE\x10\x02\x12\x12\n\x0eMODALITY_VIDEO\x10\x03\x12\x12\n\x0eMODALITY_AUDIO\x10\x04*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xa3\x04\n\x10InferenceService\x12]\n\x08Generate\x12&.trillium.inference.v1.GenerateRequest\x1a\'.trillium.inference.v1.GenerateResponse0\x01\x12V\n\nGetSession\x12(.trillium.inference.v1.GetSessionRequest\x1a\x1e.trillium.inference.v1.Session\x12j\n\rDeleteSession\x12+.trillium.inference.v1.DeleteSessionRequest\x1a,.trillium.inference.v1.DeleteSessionResponse\x12\x61\n\nListModels\x12(.trillium.inference.v1.ListModelsRequest\x1a).trillium.inference.v1.ListModelsResponse\x12\x88\x01\n\x17ListCompressionPolicies\x12\x35.trillium.inference.v1.ListCompressionPoliciesRequest\x1a\x36.trillium.inference.v1.ListCompressionPoliciesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%trillium/inference/v1/inference.proto\x12\x15trillium.inference.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etrillium/common/v1/media.proto\x1a\x1etrillium/common/v1/usage.proto\x1a\x1ftrillium/common/v1/values.proto\"?\n\x05Video\x12)\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x19.trillium.common.v1.Image\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xab\x01\n\x07Segment\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12*\n\x05image\x18\x02 \x01(\x0b\x32\x19.trillium.common.v1.ImageH\x00\x12-\n\x05video\x18\x03 \x01(\x0b\x32\x1c.trillium.inference.v1.VideoH\x00\x12*\n\x05\x61udio\x18\x04 \x01(\x0b\x32\x19.trillium.common.v1.AudioH\x00\x42\t\n\x07\x63ontent\"3\n\x06\x42udget\x12\x0f\n\x05ratio\x18\x01 \x01(\x01H\x00\x12\x10\n\x06tokens\x18\x02 \x01(\x03H\x00\x42\x06\n\x04kind\"\xc1\x01\n\rSparsePrefill\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12H\n\nparameters\x18\x02 \x03(\x0b\x32\x34.trillium.inference.v1.SparsePrefill.ParametersEntry\x1aU\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".trillium.common.v1.ParameterValue:\x02\x38\x01\"\xb5\x02\n\x11\x43ompressionConfig\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12-\n\x06\x62udget\x18\x02 \x01(\x0b\x32\x1d.trillium.inference.v1.Budget\x12L\n\nparameters\x18\x03 \x03(\x0b\x32\x38.trillium.inference.v1.CompressionConfig.ParametersEntry\x12<\n\x0esparse_prefill\x18\x04 \x01(\x0b\x32$.trillium.inference.v1.SparsePrefill\x1aU\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".trillium.common.v1.ParameterValue:\x02\x38\x01\"\x8d\x01\n\x10GenerationParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x01\x12\r\n\x05top_p\x18\x03 \x01(\x01\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x12\n\nignore_eos\x18\x07 \x01(\x08\"\xfc\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x30\n\x08segments\x18\x02 \x03(\x0b\x32\x1e.trillium.inference.v1.Segment\x12=\n\x0b\x63ompression\x18\x03 \x01(\x0b\x32(.trillium.inference.v1.CompressionConfig\x12;\n\ngeneration\x18\x04 \x01(\x0b\x32\'.trillium.inference.v1.GenerationParams\x12\x12\n\nsession_id\x18\x05 \x01(\t\x12\x18\n\x10return_token_ids\x18\x06 \x01(\x08\"_\n\x0eModalityTokens\x12\x31\n\x08modality\x18\x01 \x01(\x0e\x32\x1f.trillium.inference.v1.Modality\x12\x0c\n\x04seen\x18\x02 \x01(\x03\x12\x0c\n\x04kept\x18\x03 \x01(\x03\"3\n\x0bLayerTokens\x12\r\n\x05layer\x18\x01 \x01(\x05\x12\x15\n\rkept_per_head\x18\x02 \x03(\x03\"\xcd\x02\n\x12\x43ompressionSummary\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x15\n\rtokens_before\x18\x02 \x01(\x03\x12\x13\n\x0btokens_kept\x18\x03 \x01(\x03\x12\x17\n\x0fkv_bytes_before\x18\x04 \x01(\x03\x12\x16\n\x0ekv_bytes_after\x18\x05 \x01(\x03\x12;\n\x0cper_modality\x18\x06 \x03(\x0b\x32%.trillium.inference.v1.ModalityTokens\x12\x35\n\tper_layer\x18\x07 \x03(\x0b\x32\".trillium.inference.v1.LayerTokens\x12\x1b\n\x13\x63ompression_seconds\x18\x08 \x01(\x01\x12\x16\n\x0esparse_prefill\x18\t \x01(\x08\x12!\n\x19prefill_attention_density\x18\n \x01(\x01\"\xa3\x01\n\x0ePrefillSummary\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12>\n\x0b\x63ompression\x18\x04 \x01(\x0b\x32).trillium.inference.v1.CompressionSummary\x12\x17\n\x0fprefill_seconds\x18\x05 \x01(\x01\"<\n\nTokenDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\x03\"\xa6\x01\n\x12GenerationFinished\x12:\n\rfinish_reason\x18\x01 \x01(\x0e\x32#.trillium.inference.v1.FinishReason\x12(\n\x05usage\x18\x02 \x01(\x0b\x32\x19.trillium.common.v1.Usage\x12*\n\x06timing\x18\x03 \x01(\x0b\x32\x1a.trillium.common.v1.Timing\"\xc8\x01\n\x10GenerateResponse\x12\x38\n\x07prefill\x18\x01 \x01(\x0b\x32%.trillium.inference.v1.PrefillSummaryH\x00\x12\x32\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32!.trillium.inference.v1.TokenDeltaH\x00\x12=\n\x08\x66inished\x18\x03 \x01(\x0b\x32).trillium.inference.v1.GenerationFinishedH\x00\x42\x07\n\x05\x65vent\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xed\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\x12\x17\n\x0foriginal_tokens\x18\x04 \x01(\x03\x12\x13\n\x0bkept_tokens\x18\x05 \x01(\x03\x12\x15\n\rnext_position\x18\x06 \x01(\x03\x12\r\n\x05turns\x18\x07 \x01(\x05\x12;\n\x0cper_modality\x18\x08 \x03(\x0b\x32%.trillium.inference.v1.ModalityTokens\x12\r\n\x05owner\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blast_access\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x13\n\x11ListModelsRequest\"\xee\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x33\n\nmodalities\x18\x03 \x03(\x0e\x32\x1f.trillium.inference.v1.Modality\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\x03\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x12\n\nnum_layers\x18\x06 \x01(\x05\x12\x14\n\x0cnum_kv_heads\x18\x07 \x01(\x05\x12\x10\n\x08head_dim\x18\x08 \x01(\x05\x12\r\n\x05\x64type\x18\t \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\n \x01(\t\"F\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .trillium.inference.v1.ModelInfo\" \n\x1eListCompressionPoliciesRequest\"\xc1\x01\n\nPolicyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05paper\x18\x03 \x01(\t\x12\x35\n\nparameters\x18\x04 \x03(\x0b\x32!.trillium.common.v1.ParameterSpec\x12\x33\n\nmodalities\x18\x05 \x03(\x0e\x32\x1f.trillium.inference.v1.Modality\x12\x15\n\rmerges_tokens\x18\x06 \x01(\x08\"\x9c\x01\n\x1fListCompressionPoliciesResponse\x12\x33\n\x08policies\x18\x01 \x03(\x0b\x32!.trillium.inference.v1.PolicyInfo\x12\x44\n\x19sparse_prefill_parameters\x18\x02 \x03(\x0b\x32!.trillium.common.v1.ParameterSpec*s\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x11\n\rMODALITY_TEXT\x10\x01\x12\x12\n\x0eMODALITY_IMAGE\x10\x02\x12\x12\n\x0eMODALITY_VIDEO\x10\x03\x12\x12\n\x0eMODALITY_AUDIO\x10\x04*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x32\xa3\x04\n\x10InferenceService\x12]\n\x08Generate\x12&.trillium.inference.v1.GenerateRequest\x1a\'.trillium.inference.v1.GenerateResponse0\x01\x12V\n\nGetSession\x12(.trillium.inference.v1.GetSessionRequest\x1a\x1e.trillium.inference.v1.Session\x12j\n\rDeleteSession\x12+.trillium.inference.v1.DeleteSessionRequest\x1a,.trillium.inference.v1.DeleteSessionResponse\x12\x61\n\nListModels\x12(.trillium.inference.v1.ListModelsRequest\x1a).trillium.inference.v1.ListModelsResponse\x12\x88\x01\n\x17ListCompressionPolicies\x12\x35.trillium.inference.v1.ListCompressionPoliciesRequest\x1a\x36.trillium.inference.v1.ListCompressionPoliciesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,10 +39,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPARSEPREFILL_PARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_COMPRESSIONCONFIG_PARAMETERSENTRY']._loaded_options = None
   _globals['_COMPRESSIONCONFIG_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_MODALITY']._serialized_start=3676
-  _globals['_MODALITY']._serialized_end=3791
-  _globals['_FINISHREASON']._serialized_start=3793
-  _globals['_FINISHREASON']._serialized_end=3913
+  _globals['_MODALITY']._serialized_start=3697
+  _globals['_MODALITY']._serialized_end=3812
+  _globals['_FINISHREASON']._serialized_start=3814
+  _globals['_FINISHREASON']._serialized_end=3934
   _globals['_VIDEO']._serialized_start=194
   _globals['_VIDEO']._serialized_end=257
   _globals['_SEGMENT']._serialized_start=260
@@ -57,44 +57,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPRESSIONCONFIG']._serialized_end=992
   _globals['_COMPRESSIONCONFIG_PARAMETERSENTRY']._serialized_start=595
   _globals['_COMPRESSIONCONFIG_PARAMETERSENTRY']._serialized_end=680
-  _globals['_GENERATIONPARAMS']._serialized_start=994
-  _globals['_GENERATIONPARAMS']._serialized_end=1115
-  _globals['_GENERATEREQUEST']._serialized_start=1118
-  _globals['_GENERATEREQUEST']._serialized_end=1370
-  _globals['_MODALITYTOKENS']._serialized_start=1372
-  _globals['_MODALITYTOKENS']._serialized_end=1467
-  _globals['_LAYERTOKENS']._serialized_start=1469
-  _globals['_LAYERTOKENS']._serialized_end=1520
-  _globals['_COMPRESSIONSUMMARY']._serialized_start=1523
-  _globals['_COMPRESSIONSUMMARY']._serialized_end=1856
-  _globals['_PREFILLSUMMARY']._serialized_start=1859
-  _globals['_PREFILLSUMMARY']._serialized_end=2022
-  _globals['_TOKENDELTA']._serialized_start=2024
-  _globals['_TOKENDELTA']._serialized_end=2084
-  _globals['_GENERATIONFINISHED']._serialized_start=2087
-  _globals['_GENERATIONFINISHED']._serialized_end=2253
-  _globals['_GENERATERESPONSE']._serialized_start=2256
-  _globals['_GENERATERESPONSE']._serialized_end=2456
-  _globals['_GETSESSIONREQUEST']._serialized_start=2458
-  _globals['_GETSESSIONREQUEST']._serialized_end=2497
-  _globals['_SESSION']._serialized_start=2500
-  _globals['_SESSION']._serialized_end=2865
-  _globals['_DELETESESSIONREQUEST']._serialized_start=2867
-  _globals['_DELETESESSIONREQUEST']._serialized_end=2909
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=2911
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=2951
-  _globals['_LISTMODELSREQUEST']._serialized_start=2953
-  _globals['_LISTMODELSREQUEST']._serialized_end=2972
-  _globals['_MODELINFO']._serialized_start=2975
-  _globals['_MODELINFO']._serialized_end=3213
-  _globals['_LISTMODELSRESPONSE']._serialized_start=3215
-  _globals['_LISTMODELSRESPONSE']._serialized_end=3285
-  _globals['_LISTCOMPRESSIONPOLICIESREQUEST']._serialized_start=3287
-  _globals['_LISTCOMPRESSIONPOLICIESREQUEST']._serialized_end=3319
-  _globals['_POLICYINFO']._serialized_start=3322
-  _globals['_POLICYINFO']._serialized_end=3515
-  _globals['_LISTCOMPRESSIONPOLICIESRESPONSE']._serialized_start=3518
-  _globals['_LISTCOMPRESSIONPOLICIESRESPONSE']._serialized_end=3674
-  _globals['_INFERENCESERVICE']._serialized_start=3916
-  _globals['_INFERENCESERVICE']._serialized_end=4463
+  _globals['_GENERATIONPARAMS']._serialized_start=995
+  _globals['_GENERATIONPARAMS']._serialized_end=1136
+  _globals['_GENERATEREQUEST']._serialized_start=1139
+  _globals['_GENERATEREQUEST']._serialized_end=1391
+  _globals['_MODALITYTOKENS']._serialized_start=1393
+  _globals['_MODALITYTOKENS']._serialized_end=1488
+  _globals['_LAYERTOKENS']._serialized_start=1490
+  _globals['_LAYERTOKENS']._serialized_end=1541
+  _globals['_COMPRESSIONSUMMARY']._serialized_start=1544
+  _globals['_COMPRESSIONSUMMARY']._serialized_end=1877
+  _globals['_PREFILLSUMMARY']._serialized_start=1880
+  _globals['_PREFILLSUMMARY']._serialized_end=2043
+  _globals['_TOKENDELTA']._serialized_start=2045
+  _globals['_TOKENDELTA']._serialized_end=2105
+  _globals['_GENERATIONFINISHED']._serialized_start=2108
+  _globals['_GENERATIONFINISHED']._serialized_end=2274
+  _globals['_GENERATERESPONSE']._serialized_start=2277
+  _globals['_GENERATERESPONSE']._serialized_end=2477
+  _globals['_GETSESSIONREQUEST']._serialized_start=2479
+  _globals['_GETSESSIONREQUEST']._serialized_end=2518
+  _globals['_SESSION']._serialized_start=2521
+  _globals['_SESSION']._serialized_end=2886
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2888
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2930
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2932
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2972
+  _globals['_LISTMODELSREQUEST']._serialized_start=2974
+  _globals['_LISTMODELSREQUEST']._serialized_end=2993
+  _globals['_MODELINFO']._serialized_start=2996
+  _globals['_MODELINFO']._serialized_end=3234
+  _globals['_LISTMODELSRESPONSE']._serialized_start=3236
+  _globals['_LISTMODELSRESPONSE']._serialized_end=3306
+  _globals['_LISTCOMPRESSIONPOLICIESREQUEST']._serialized_start=3308
+  _globals['_LISTCOMPRESSIONPOLICIESREQUEST']._serialized_end=3340
+  _globals['_POLICYINFO']._serialized_start=3343
+  _globals['_POLICYINFO']._serialized_end=3536
+  _globals['_LISTCOMPRESSIONPOLICIESRESPONSE']._serialized_start=3539
+  _globals['_LISTCOMPRESSIONPOLICIESRESPONSE']._serialized_end=3695
+  _globals['_INFERENCESERVICE']._serialized_start=3937
+  _globals['_INFERENCESERVICE']._serialized_end=4484
 # @@protoc_insertion_point(module_scope)

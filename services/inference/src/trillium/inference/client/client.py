@@ -50,6 +50,7 @@ def build_request(
     seed: int = 0,
     stop: Sequence[str] = (),
     session_id: str = "",
+    ignore_eos: bool = False,
 ) -> inference_pb2.GenerateRequest:
     """A ``GenerateRequest``; ``policy="none"`` keeps the full cache, ``budget`` is the kept ratio."""
     return inference_pb2.GenerateRequest(
@@ -58,7 +59,12 @@ def build_request(
         session_id=session_id,
         compression=inference_pb2.CompressionConfig(policy=policy, budget=inference_pb2.Budget(ratio=budget)),
         generation=inference_pb2.GenerationParams(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=list(stop)
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            stop=list(stop),
+            ignore_eos=ignore_eos,
         ),
         return_token_ids=True,
     )

@@ -31,6 +31,7 @@ class DecodeSettings:
     top_p: float
     seed: int | None
     stop: tuple[str, ...]
+    ignore_eos: bool = False
 
 
 def decode_settings(
@@ -64,7 +65,8 @@ def decode_settings(
         temperature=float(params.temperature),
         top_p=float(params.top_p) if params.top_p > 0.0 else 1.0,
         seed=int(params.seed) if params.temperature > 0.0 and params.seed else None,
-        stop=tuple(params.stop),
+        stop=() if params.ignore_eos else tuple(params.stop),
+        ignore_eos=bool(params.ignore_eos),
     )
 
 

@@ -232,7 +232,7 @@ class LoadedModel:
             temperature=settings.temperature,
             top_p=settings.top_p,
             seed=settings.seed,
-            eos_token_ids=self.eos_token_ids,
+            eos_token_ids=() if settings.ignore_eos else self.eos_token_ids,
         )
         events = AsyncEngine(self.engine).stream(request)
         try:
@@ -290,6 +290,7 @@ def load_model(spec: ModelSpec, settings: InferenceSettings, share: int = 1) -> 
         max_context=spec.max_context,
         max_new_tokens_limit=settings.max_new_tokens_limit,
         max_batched_tokens=settings.max_batched_tokens,
+        max_prefill_tokens_while_decoding=settings.max_prefill_tokens_while_decoding,
         max_running=settings.max_running_requests,
         max_prefilling=settings.max_prefilling_requests,
         max_queued_requests=settings.max_queued_requests,

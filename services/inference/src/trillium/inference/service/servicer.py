@@ -173,6 +173,7 @@ class _Progress:
     token_times: list[float] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     detokenizer: Detokenizer | None = None
+    ignore_eos: bool = False
     finish: int = inference_pb2.FINISH_REASON_UNSPECIFIED
 
     @property
@@ -272,6 +273,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         policy_name = request.compression.policy or "none"
         job = _Job(loaded, prompt, policy, settings, policy_name, sparse)
         progress.detokenizer = loaded.detokenizer()
+        progress.ignore_eos = settings.ignore_eos
         responses = self._stream(job, request, progress)
         try:
             async with contextlib.aclosing(responses):
@@ -351,7 +353,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             else:
                 self.metrics.time_to_first_token.labels(request.model).observe(now - progress.started)
         progress.token_times.append(now)
-        if event.token_id in loaded.eos_token_ids:
+        if event.token_id in loaded.eos_token_ids and not progress.ignore_eos:
             return None
         text = progress.detokenizer.push(event.token_id)
         progress.texts.append(text)

@@ -25,6 +25,9 @@ class InferenceSettings(EnvSettings):
     max_batched_tokens: int = field(
         default=512, metadata={"help": "tokens per engine step (decode + prefill)"}
     )
+    max_prefill_tokens_while_decoding: int = field(
+        default=64, metadata={"help": "prompt tokens per step while any stream decodes (its latency)"}
+    )
     max_running_requests: int = field(default=256, metadata={"help": "sequences admitted at once per model"})
     max_prefilling_requests: int = field(
         default=1, metadata={"help": "prompts in prefill at once (each holds its uncompressed KV)"}
@@ -39,6 +42,7 @@ class InferenceSettings(EnvSettings):
     def __post_init__(self) -> None:
         for name in (
             "max_batched_tokens",
+            "max_prefill_tokens_while_decoding",
             "max_running_requests",
             "max_prefilling_requests",
             "max_queued_requests",
