@@ -331,9 +331,11 @@ def admission_arithmetic(model_dir: Path, lengths: tuple[int, ...], max_new: int
     for length in lengths:
         policy = make_policy("snapkv", budget=0.2)
         request = GenerationRequest(
-            prompt_ids=torch.zeros(length, dtype=torch.long), layout=TokenLayout.text(length), policy=policy
+            prompt_ids=torch.zeros(length, dtype=torch.long),
+            layout=TokenLayout.text(length),
+            policy=policy,
+            max_new_tokens=max_new,
         )
-        request.max_new_tokens = max_new
         peak = peak_bytes(Sequence(request=request, sink=print), shape, heads)
         final = shape.layer_bytes(
             shape.num_layers * shape.num_kv_heads * (policy.tokens_to_keep(length) + max_new)

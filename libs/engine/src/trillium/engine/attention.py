@@ -19,9 +19,10 @@ The mask function registered beside it returns ``None``: transformers then build
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ __all__ = [
 ENGINE_ATTENTION = "trillium_engine"
 
 
-class PackedStep:
+class PackedStep(Protocol):
     """What one forward pass holds; the runner implements it (see :class:`trillium.engine.runner`).
 
     ``attend(module, query, key, value, scale)`` gets the layer's packed ``[1, H_q, T, D]`` query and
@@ -52,26 +53,20 @@ class PackedStep:
 
     def attend(
         self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
-    ) -> torch.Tensor:
-        raise NotImplementedError
+    ) -> torch.Tensor: ...
 
 
 _STEP: ContextVar[PackedStep | None] = ContextVar("trillium_engine_step", default=None)
 
 
-@dataclass
-class active_step:  # noqa: N801 (used as a context manager, like torch.no_grad)
+@contextlib.contextmanager
+def active_step(step: PackedStep) -> Iterator[PackedStep]:
     """``with active_step(step): model(...)`` routes the model's attention through ``step``."""
-
-    step: PackedStep
-    _token: Any = None
-
-    def __enter__(self) -> PackedStep:
-        self._token = _STEP.set(self.step)
-        return self.step
-
-    def __exit__(self, *exc: object) -> None:
-        _STEP.reset(self._token)
+    token = _STEP.set(step)
+    try:
+        yield step
+    finally:
+        _STEP.reset(token)
 
 
 def engine_attention(  # noqa: PLR0917 (transformers calls attention functions positionally)

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trillium.engine.attention import ENGINE_ATTENTION, PackedStep, active_step, decode_attention
+from trillium.engine.attention import ENGINE_ATTENTION, active_step, decode_attention
 from trillium.engine.kv import CompressedLayerKV, DenseLayerKV
 from trillium.engine.memory import KVShape
 from trillium.engine.sequence import Sequence
 from trillium.kvcompress.cache import CompressedCache
 from trillium.kvcompress.hf import CompressionSession, decoder_layers
-from trillium.kvcompress.layout import Modality, TokenLayout
+from trillium.kvcompress.layout import Modality
 from trillium.kvcompress.policies.base import LayerInputs
 from trillium.kvcompress.report import CompressionReport
 
@@ -82,6 +82,8 @@ class ModelRunner:
         self.embedding = model.get_input_embeddings()
         self.device = self.embedding.weight.device
         self.dtype = self.embedding.weight.dtype
+        attention = decoder_layers(model)[0].self_attn
+        self.query_heads = attention.q_proj.out_features // attention.head_dim
         self._set_attention(model)
 
     @staticmethod
@@ -101,8 +103,6 @@ class ModelRunner:
             DenseLayerKV(shape.num_kv_heads, capacity, shape.head_dim, self.dtype, self.device)
             for _ in range(shape.num_layers)
         ]
-        if request.layout is None:
-            request.layout = TokenLayout.text(length)
         if request.policy is not None:
             sequence.session = CompressionSession(
                 policy=request.policy,
@@ -119,11 +119,6 @@ class ModelRunner:
                 ]
         if request.seed is not None:
             sequence.generator = torch.Generator(device="cpu").manual_seed(request.seed)
-
-    @property
-    def query_heads(self) -> int:
-        attention = decoder_layers(self.model)[0].self_attn
-        return attention.q_proj.out_features // attention.head_dim
 
     def release(self, sequence: Sequence) -> None:
         """Drop every tensor a sequence holds (finished, failed or cancelled)."""
@@ -266,8 +261,9 @@ class ModelRunner:
         )
 
 
-class _StepAttention(PackedStep):
-    """Per-layer routing of one packed step (decode rows ``0..S-1``, then the prefill chunks)."""
+class _StepAttention:
+    """Per-layer routing of one packed step (decode rows ``0..S-1``, then the prefill chunks): the
+    :class:`~trillium.engine.attention.PackedStep` the runner passes to ``active_step``."""
 
     def __init__(self, runner: ModelRunner, decode: list[Sequence], prefill: list[PrefillChunk]) -> None:
         self.runner = runner

@@ -31,7 +31,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from trillium.engine.errors import CapacityExceededError
 from trillium.engine.memory import KVBudget, KVShape
 from trillium.engine.runner import PrefillChunk
 from trillium.engine.sequence import Sequence
@@ -94,15 +93,6 @@ class Scheduler:
         self.limits = limits
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-
-    def check_queue(self) -> None:
-        """Raise :class:`CapacityExceededError` if one more request would overflow the queue."""
-        if len(self.waiting) >= self.limits.max_queued_requests:
-            raise CapacityExceededError(
-                f"{len(self.waiting)} requests are queued, the limit (max_queued_requests) is "
-                f"{self.limits.max_queued_requests}; retry later",
-                limit="max_queued_requests",
-            )
 
     def expired(self, now: float) -> list[Sequence]:
         """Waiting requests past ``max_queue_seconds`` (removed from the queue)."""

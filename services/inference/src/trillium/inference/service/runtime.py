@@ -7,8 +7,9 @@
 * :meth:`LoadedModel.prompt` turns the request's segments into the engine's prompt: av-tiny's
   processor (video, audio, text) and its summed embeddings, or a causal LM's tokenizer with its
   chat template (text only).
-* :meth:`LoadedModel.stream` submits the generation to the engine and yields :class:`Started`,
-  :class:`Prefilled`, :class:`Token`... and :class:`Finished`. Engine errors become service errors
+* :meth:`LoadedModel.stream` submits the generation to the engine and yields the engine's
+  ``Started``, this module's :class:`Prefilled` (with the sparse-prefill density), the engine's
+  ``Token``... and ``Finished``. Engine errors become service errors
   naming the field or limit (INVALID_ARGUMENT, RESOURCE_EXHAUSTED). Closing the iterator early
   (client gone, stop string, deadline) cancels the request: the engine drops it at its next step
   boundary and returns its KV bytes at once.
@@ -37,15 +38,15 @@ from trillium.engine import (
     EngineConfig,
     EngineError,
     Failed,
+    Finished,
     GenerationRequest,
     RequestRejectedError,
+    Started,
+    Token,
     default_kv_cache_bytes,
 )
 from trillium.engine import Cancelled as EngineCancelled
-from trillium.engine import Finished as EngineFinished
 from trillium.engine import Prefilled as EnginePrefilled
-from trillium.engine import Started as EngineStarted
-from trillium.engine import Token as EngineToken
 from trillium.inference.service.generation import DecodeSettings
 from trillium.inference.service.inputs import build_av_inputs
 from trillium.inference.service.models import DTYPES, ModelSpec, resolve_device
@@ -57,7 +58,7 @@ from trillium.kvcompress.policies.base import Policy
 from trillium.kvcompress.policies.composed import ComposedPolicy
 from trillium.kvcompress.policies.st_sparse import STSparsePrefill
 from trillium.kvcompress.registry import make_policy
-from trillium.kvcompress.report import CompressionReport, GenerationResult
+from trillium.kvcompress.report import CompressionReport
 from trillium.kvcompress.sparse_prefill import STSparseParams
 from trillium.models.av_tiny import AVTinyProcessor, embed_inputs, load_av_tiny
 from trillium.servicekit.errors import (
@@ -76,13 +77,6 @@ def full_cache_policy() -> Policy:
 
 
 @dataclass(frozen=True)
-class Started:
-    """Admitted by the engine after ``queue_seconds`` waiting for KV memory."""
-
-    queue_seconds: float
-
-
-@dataclass(frozen=True)
 class Prefilled:
     """The prefill is done; ``sparse``: sparse prefill was requested, ``attention_density``: the
     fraction of causal attention tiles computed (1.0 for a dense prefill or a prompt without video)."""
@@ -91,16 +85,6 @@ class Prefilled:
     seconds: float
     sparse: bool = False
     attention_density: float = 1.0
-
-
-@dataclass(frozen=True)
-class Token:
-    token_id: int
-
-
-@dataclass(frozen=True)
-class Finished:
-    result: GenerationResult
 
 
 Event = Started | Prefilled | Token | Finished
@@ -238,17 +222,13 @@ class LoadedModel:
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
-                    if isinstance(event, EngineStarted):
-                        yield Started(event.queue_seconds)
+                    if isinstance(event, Started | Token | Finished):  # the engine's own events
+                        yield event
                     elif isinstance(event, EnginePrefilled):
                         plans = prefill.plans if prefill is not None else []
                         density = prefill_density(plans)
                         plans.clear()  # the tile masks are not needed past the summary
                         yield Prefilled(event.report, event.seconds, sparse is not None, density)
-                    elif isinstance(event, EngineToken):
-                        yield Token(event.token_id)
-                    elif isinstance(event, EngineFinished):
-                        yield Finished(event.result)
                     elif isinstance(event, Failed):
                         raise service_error(event.error)
                     elif isinstance(event, EngineCancelled):
