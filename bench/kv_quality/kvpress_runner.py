@@ -5,7 +5,9 @@ Trillium. Input: a JSON file with prompts (token ids plus av-tiny's auxiliary id
 are added to the token's — the same sum as ``trillium.models.av_tiny.embed_inputs``), the index where
 each prompt's question starts, the model folder, presses and budgets.
 
-Protocol: kvpress's question-agnostic setting, the same as Trillium's harness. The prompt is embedded
+Protocol: whatever split the harness sends (``question_starts``; Trillium's protocols A, B and C, see
+``run.py``): the prefix before the split is compressed, the rest runs through the compressed cache —
+kvpress's question-agnostic setting when the split is the question's start. The prompt is embedded
 once (the auxiliary ids carry previous tokens, so the pieces are sliced, not re-embedded). For each
 press and budget the context (tokens before ``question_start``) is prefilled with the press active
 (``with press(model): model.model(...)``, kvpress's documented entry point), which compresses it; the
@@ -115,8 +117,8 @@ def main() -> None:
     for name, budget in jobs:
         press = None if name == "none" else make_press(name, budget)
         for index, (prompt, aux, start) in enumerate(prompts):
-            if not 0 < start < len(prompt):
-                raise ValueError(f"question_starts[{index}] must lie in (0, {len(prompt)}), got {start}")
+            if not 0 < start <= len(prompt):
+                raise ValueError(f"question_starts[{index}] must lie in (0, {len(prompt)}], got {start}")
             run = run_one(
                 model,
                 press,

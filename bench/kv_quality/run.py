@@ -37,6 +37,7 @@ import hashlib
 import json
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -52,12 +53,15 @@ from trillium.models.av_tiny.evaluate import greedy_decode, sample_inputs
 from trillium.models.av_tiny.model import embed_inputs, load_av_tiny
 from trillium.models.av_tiny.processor import AVInputs
 from trillium.models.avqa import FAMILIES
-from trillium.models.avqa.dataset import HELDOUT_FRAMES, heldout_samples
+from trillium.models.avqa.dataset import HELDOUT_FRAMES, heldout_samples, validation_samples
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from provenance import git_commit, package_versions  # noqa: E402
+
 DEFAULT_MODEL = REPO / "assets" / "models" / "av-tiny"
 KVPRESS_PYTHON = REPO / ".venv-kvpress" / "bin" / "python"
-BUDGETS = (1.0, 0.4, 0.2, 0.1, 0.05)
+BUDGETS = (0.4, 0.2, 0.1, 0.05)
 KVPRESS_PRESSES = ("snapkv", "streaming_llm", "expected_attention", "pyramidkv")
 MAX_NEW_TOKENS = 3
 
@@ -108,10 +112,19 @@ class Tally:
 
 @torch.no_grad()
 def build_prompts(
-    model, processor, per_family: int, n_frames: tuple[int, ...] = HELDOUT_FRAMES, frame_size: int = 40
+    model,
+    processor,
+    per_family: int,
+    n_frames: tuple[int, ...] = HELDOUT_FRAMES,
+    frame_size: int = 40,
+    *,
+    split: str = "heldout",
 ) -> list[Prompt]:
     prompts = []
-    for sample in heldout_samples(per_family, n_frames, frame_size):
+    samples = (heldout_samples if split == "heldout" else validation_samples)(
+        per_family, n_frames, frame_size
+    )
+    for sample in samples:
         inputs = sample_inputs(processor, sample, 0)
         question = sample.questions[0]
         embeds = embed_inputs(model, inputs.input_ids, inputs.aux_ids)
@@ -119,19 +132,44 @@ def build_prompts(
     return prompts
 
 
-def run_trillium(model, processor, prompts, policy) -> Tally:
-    """Question-agnostic: ``policy`` compresses the context, the question runs through the kept
-    entries. KV bytes: exact compressed context bytes plus the question's dense entries (a context
-    token's bytes, ``bytes_before / context length``, times the question length)."""
+PROTOCOLS = ("A", "B", "C")
+PROTOCOL_TEXT = {
+    "A": "question-agnostic: the context (before the question) is prefilled and compressed without"
+    " seeing the question; the question runs through the compressed cache, uncompressed",
+    "B": "the papers': the whole prompt with its question is prefilled and compressed; the first answer"
+    " token comes from the prefill's logits, the rest is decoded from the compressed cache",
+    "C": "question-aware scoring, answer through the cache: the prompt without its last token is"
+    " prefilled and compressed (the question is scored); the last token and every answer token run"
+    " through the compressed cache",
+}
+
+
+def compressed_span(protocol: str, prompt_length: int, question_start: int) -> int:
+    """Tokens ``[0, n)`` prefilled and compressed under ``protocol``; ``[n, L)`` run through the
+    compressed cache afterwards (uncompressed, positions continuing)."""
+    if protocol == "A":
+        return question_start
+    if protocol == "B":
+        return prompt_length
+    if protocol == "C":
+        return prompt_length - 1
+    raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def run_trillium(model, processor, prompts, policy, protocol: str = "A") -> Tally:
+    """``policy`` compresses the span of ``protocol`` (:func:`compressed_span`), the rest of the
+    prompt runs through the kept entries. KV bytes: exact compressed bytes plus the dense entries of
+    the tokens after the span (a prompt token's bytes, ``bytes_before / span``, times their count)."""
     tally = Tally()
     eos = model.config.eos_token_id
     for prompt in prompts:
-        start = prompt.question_start
+        length = prompt.input_ids.shape[1]
+        span = compressed_span(protocol, length, prompt.question_start)
         result = generate_with_policy(
             model,
-            inputs_embeds=prompt.embeds[:, :start],
-            question_embeds=prompt.embeds[:, start:],
-            layout=prompt.layout.select(range(start)),
+            inputs_embeds=prompt.embeds[:, :span],
+            question_embeds=prompt.embeds[:, span:] if span < length else None,
+            layout=prompt.layout.select(range(span)),
             policy=policy,
             max_new_tokens=MAX_NEW_TOKENS,
             eos_token_id=eos,
@@ -139,8 +177,8 @@ def run_trillium(model, processor, prompts, policy) -> Tally:
         )
         tally.add(prompt.family, processor.decode(result.tokens) == prompt.answer)
         report = result.report
-        question_bytes = report.bytes_before * (prompt.input_ids.shape[1] - start) / start
-        tally.kv_bytes += (report.bytes_after + question_bytes) / len(prompts)
+        tail_bytes = report.bytes_before * (length - span) / span
+        tally.kv_bytes += (report.bytes_after + tail_bytes) / len(prompts)
         tally.prefill_s += result.prefill_seconds / len(prompts)
         tally.decode_s_per_token += result.decode_seconds_per_token / len(prompts)
     return tally
@@ -178,9 +216,10 @@ def run_full(model, processor, prompts) -> Tally:
 
 
 def run_kvpress(
-    model_dir: Path, processor, prompts, budgets, eos_token_id: int
+    model_dir: Path, processor, prompts, budgets, *, eos_token_id: int, protocol: str = "A"
 ) -> dict[tuple[str, float], Tally] | str:
-    """kvpress in its own environment; returns tallies, or the reason it could not run."""
+    """kvpress in its own environment, the prompts split as ``protocol`` splits them (the press is
+    active while the compressed span is prefilled); returns tallies, or the reason it could not run."""
     if not KVPRESS_PYTHON.exists():
         return "the kvpress environment is missing (make setup-kvpress)"
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,7 +229,9 @@ def run_kvpress(
             "budgets": list(budgets),
             "prompts": [p.input_ids[0].tolist() for p in prompts],
             "aux_ids": [p.inputs.aux_ids[0].tolist() for p in prompts],
-            "question_starts": [p.question_start for p in prompts],
+            "question_starts": [
+                compressed_span(protocol, p.input_ids.shape[1], p.question_start) for p in prompts
+            ],
             "max_new_tokens": MAX_NEW_TOKENS,
             "eos_token_id": int(eos_token_id),
             "threads": torch.get_num_threads(),
@@ -240,11 +281,14 @@ def attention_observations(model, prompts, limit: int = 20) -> dict[str, list[fl
     return dict(sums)
 
 
-def tally_rows(impl: str, policy: str, budget: float, tally: Tally, full: Tally) -> list[dict]:
+def tally_rows(
+    impl: str, policy: str, budget: float, tally: Tally, full: Tally, *, protocol: str
+) -> list[dict]:
     full_accuracy = full.accuracy()
     return [
         {
             "impl": impl,
+            "protocol": protocol,
             "policy": policy,
             "budget": budget,
             "family": family,
@@ -256,9 +300,10 @@ def tally_rows(impl: str, policy: str, budget: float, tally: Tally, full: Tally)
     ]
 
 
-def perf_row(impl: str, policy: str, budget: float, tally: Tally, full: Tally) -> dict:
+def perf_row(impl: str, policy: str, budget: float, tally: Tally, full: Tally, *, protocol: str) -> dict:
     return {
         "impl": impl,
+        "protocol": protocol,
         "policy": policy,
         "budget": budget,
         "kv_bytes": tally.kv_bytes,
@@ -289,6 +334,15 @@ def main() -> None:
         help="comma-separated policy names, or all (the random-eviction floor always runs)",
     )
     parser.add_argument("--no-kvpress", action="store_true")
+    parser.add_argument(
+        "--protocols", default=",".join(PROTOCOLS), help="comma-separated protocols (A, B, C; see --help)"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("heldout", "validation"),
+        default="heldout",
+        help="held-out samples (reported) or the validation split (where choices are made)",
+    )
     parser.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     parser.add_argument(
         "--threads",
@@ -305,29 +359,29 @@ def main() -> None:
     model, processor = load_av_tiny(args.model)
     model.eval()
     frames = tuple(int(f) for f in args.frames.split(","))
-    prompts = build_prompts(model, processor, args.per_family, frames, args.frame_size)
+    prompts = build_prompts(model, processor, args.per_family, frames, args.frame_size, split=args.split)
+    protocols = tuple(args.protocols.split(","))
     run_full(model, processor, prompts[:1])  # warm-up (first-call allocations), not reported
     full = run_full(model, processor, prompts)
-    rows = tally_rows("trillium", "full", 1.0, full, full)
+    rows = tally_rows("trillium", "full", 1.0, full, full, protocol="-")
     perf = []
-    jobs = [(name, budget) for name in names for budget in budgets]
-    for name, budget in tqdm(jobs, desc="bench-kv"):
-        tally = run_trillium(model, processor, prompts, make_policy(name, budget=budget))
-        rows += tally_rows("trillium", name, budget, tally, full)
-        perf.append(perf_row("trillium", name, budget, tally, full))
-    kvpress = (
-        "skipped (--no-kvpress)"
-        if args.no_kvpress
-        else run_kvpress(args.model, processor, prompts, budgets, model.config.eos_token_id)
-    )
-    if isinstance(kvpress, dict):
+    jobs = [(protocol, name, budget) for protocol in protocols for name in names for budget in budgets]
+    for protocol, name, budget in tqdm(jobs, desc="bench-kv"):
+        tally = run_trillium(model, processor, prompts, make_policy(name, budget=budget), protocol)
+        rows += tally_rows("trillium", name, budget, tally, full, protocol=protocol)
+        perf.append(perf_row("trillium", name, budget, tally, full, protocol=protocol))
+    kvpress_status = "skipped (--no-kvpress)" if args.no_kvpress else "ran"
+    for protocol in () if args.no_kvpress else protocols:
+        kvpress = run_kvpress(
+            args.model, processor, prompts, budgets, eos_token_id=model.config.eos_token_id, protocol=protocol
+        )
+        if not isinstance(kvpress, dict):
+            kvpress_status = kvpress
+            break
         kvpress_full = kvpress.pop(("none", 1.0))  # kvpress's own uncompressed run: its timing baseline
         for (press, budget), tally in sorted(kvpress.items()):
-            rows += tally_rows("kvpress", press, budget, tally, full)
-            perf.append(perf_row("kvpress", press, budget, tally, kvpress_full))
-        kvpress_status = "ran"
-    else:
-        kvpress_status = kvpress
+            rows += tally_rows("kvpress", press, budget, tally, full, protocol=protocol)
+            perf.append(perf_row("kvpress", press, budget, tally, kvpress_full, protocol=protocol))
     observations = attention_observations(model, prompts)
     lengths = [p.input_ids.shape[1] for p in prompts]
     meta = {
@@ -341,13 +395,14 @@ def main() -> None:
         "prompt_tokens": [min(lengths), max(lengths)],
         "budgets": budgets,
         "kvpress": kvpress_status,
+        "split": args.split,
+        "protocols": {p: PROTOCOL_TEXT[p] for p in protocols},
+        "commit": git_commit(),
+        "versions": package_versions(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "protocol": (
-            "question-agnostic: context (before the question) prefilled and compressed, question run"
-            " through the compressed cache uncompressed, positions continuing; greedy decode, 3 tokens"
-        ),
+        "decode": f"greedy, {MAX_NEW_TOKENS} tokens, positions continuing after the prompt",
     }
     write_outputs(args.out_dir / args.name, meta, rows, perf, observations)
 
@@ -368,9 +423,10 @@ def write_outputs(stem: Path, meta: dict, rows: list[dict], perf: list[dict], ob
     stem.with_suffix(".json").write_text(
         json.dumps({**meta, "rows": rows, "perf": perf, "observations": observations}, indent=1)
     )
+    plot_protocol = "C" if "C" in meta["protocols"] else next(iter(meta["protocols"]))
     series: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for row in rows:
-        if row["family"] == "overall" and row["policy"] != "full":
+        if row["family"] == "overall" and row["policy"] != "full" and row["protocol"] == plot_protocol:
             series[(row["impl"], row["policy"])].append((row["budget"], row["accuracy"]))
     full_accuracy = next(r["accuracy"] for r in rows if r["policy"] == "full" and r["family"] == "overall")
     figure, axis = plt.subplots(figsize=(8, 5))
@@ -391,7 +447,9 @@ def write_outputs(stem: Path, meta: dict, rows: list[dict], perf: list[dict], ob
     axis.set_xlabel("KV budget (fraction kept)")
     axis.set_ylabel("accuracy (overall)")
     axis.legend(fontsize=7, ncol=2)
-    axis.set_title(f"av-tiny on held-out AVQA-synth ({_clips(meta)})")
+    axis.set_title(
+        f"av-tiny, AVQA-synth {meta['split']}, protocol {plot_protocol} ({_clips(meta)})", fontsize=9
+    )
     figure.tight_layout()
     figure.savefig(stem.with_suffix(".png"), dpi=110)
 
@@ -420,9 +478,13 @@ def _clips(meta: dict) -> str:
 SEED_POLICIES = ("acckv", "purekv", "flowmm", "madakv")
 
 
-def _accuracy_table(rows: list[dict], budgets, family: str) -> list[str]:
-    by_key = {(r["impl"], r["policy"], r["budget"]): r["accuracy"] for r in rows if r["family"] == family}
-    series = sorted({(impl, policy) for impl, policy, _ in by_key if policy != "full"})
+def _accuracy_table(rows: list[dict], budgets, family: str, protocol: str) -> list[str]:
+    by_key = {
+        (r["impl"], r["policy"], r["budget"]): r["accuracy"]
+        for r in rows
+        if r["family"] == family and r["protocol"] == protocol
+    }
+    series = sorted({(impl, policy) for impl, policy, _ in by_key})
     lines = [
         "| impl | policy | " + " | ".join(f"{b:.0%}" for b in budgets) + " |",
         "|---|---|" + "---|" * len(budgets),
@@ -435,40 +497,66 @@ def _accuracy_table(rows: list[dict], budgets, family: str) -> list[str]:
     return lines
 
 
-def _goal_lines(rows: list[dict]) -> list[str]:
-    """The issue's goals for the seed policies, checked against this run's numbers."""
-    acc = {(r["impl"], r["policy"], r["budget"], r["family"]): r["accuracy"] for r in rows}
-    full = acc[("trillium", "full", 1.0, "overall")]
-    lines = [
-        "| seed policy | drop at 20% (goal <= 1) | drop at 10% (goal <= 3) "
-        "| cross-modal at 20% / best baseline | cross-modal at 10% / best baseline |",
-        "|---|---|---|---|---|",
-    ]
+def goal_checks(rows: list[dict], budget: float = 0.2) -> list[dict]:
+    """The issue's goals for the seed policies at ``budget``, checked against this run's rows.
+
+    Protocol C: within 3 points of the full cache and at or above the best baseline (ours or
+    kvpress's). Protocol A: at or above H2O and kvpress's ExpectedAttention; AccKV's cross-modal
+    accuracy at least 80%."""
+    acc = {(r["impl"], r["policy"], r["protocol"], r["budget"], r["family"]): r["accuracy"] for r in rows}
+    full = acc.get(("trillium", "full", "-", 1.0, "overall"))
+    checks = []
+
+    def best_baseline(protocol: str) -> float | None:
+        values = [
+            v
+            for (impl, name, p, b, family), v in acc.items()
+            if p == protocol
+            and b == budget
+            and family == "overall"
+            and name not in (*SEED_POLICIES, "full", "random")
+        ]
+        return max(values, default=None)
+
     for policy in SEED_POLICIES:
-        cells = []
-        for budget in (0.2, 0.1):
-            value = acc.get(("trillium", policy, budget, "overall"))
-            cells.append("–" if value is None else f"{100 * (full - value):+.1f}")
-        for budget in (0.2, 0.1):
-            ours = acc.get(("trillium", policy, budget, "cross_modal"))
-            baselines = [
-                v
-                for (impl, name, b, family), v in acc.items()
-                if b == budget and family == "cross_modal" and name not in (*SEED_POLICIES, "full", "random")
-            ]
-            best = max(baselines, default=None)
-            cells.append("–" if ours is None or best is None else f"{100 * ours:.1f} / {100 * best:.1f}")
-        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+        c = acc.get(("trillium", policy, "C", budget, "overall"))
+        a = acc.get(("trillium", policy, "A", budget, "overall"))
+        targets = {
+            "C: within 3 points of full": (c, None if full is None else full - 0.03),
+            "C: >= best baseline": (c, best_baseline("C")),
+            "A: >= h2o": (a, acc.get(("trillium", "h2o", "A", budget, "overall"))),
+            "A: >= kvpress expected_attention": (
+                a,
+                acc.get(("kvpress", "expected_attention", "A", budget, "overall")),
+            ),
+        }
+        if policy == "acckv":
+            targets["A: cross-modal >= 80%"] = (
+                acc.get(("trillium", policy, "A", budget, "cross_modal")),
+                0.8,
+            )
+        for goal, (value, target) in targets.items():
+            met = None if value is None or target is None else value >= target - 1e-9
+            checks.append({"policy": policy, "goal": goal, "value": value, "target": target, "met": met})
+    return checks
+
+
+def _goal_lines(rows: list[dict]) -> list[str]:
+    lines = ["| seed policy | goal (20% budget) | value | target | met |", "|---|---|---|---|---|"]
+    for check in goal_checks(rows):
+        value, target = ("–" if check[k] is None else f"{100 * check[k]:.1f}" for k in ("value", "target"))
+        met = {None: "–", True: "yes", False: "**no**"}[check["met"]]
+        lines.append(f"| {check['policy']} | {check['goal']} | {value} | {target} | {met} |")
     return lines
 
 
-def _perf_lines(perf: list[dict], budgets) -> list[str]:
+def _perf_lines(perf: list[dict], protocol: str) -> list[str]:
     lines = [
         "| impl | policy | budget | KV bytes / full | prefill / full | decode ms/token / full |",
         "|---|---|---|---|---|---|",
     ]
     for row in sorted(perf, key=lambda r: (r["impl"], r["policy"], -r["budget"])):
-        if row["budget"] not in (0.2, 0.1):
+        if row["budget"] not in (0.2, 0.1) or row["protocol"] != protocol:
             continue
         kv = row["kv_bytes_ratio"]
         prefill = row["prefill_ms"] / row["prefill_ms_full"] if row["prefill_ms_full"] else None
@@ -488,29 +576,36 @@ def summary_markdown(meta: dict, rows: list[dict], perf: list[dict]) -> str:
     full = {r["family"]: r["accuracy"] for r in rows if r["policy"] == "full"}
     family_cells = ", ".join(f"{f} {100 * full[f]:.1f}" for f in (*FAMILIES, "overall") if f in full)
     parts = [
-        f"# {meta['name']} ({meta['per_family']} held-out questions per family, {_clips(meta)}; "
+        f"# {meta['name']} ({meta['per_family']} {meta['split']} questions per family, {_clips(meta)}; "
         f"kvpress: {meta['kvpress']})",
         "",
         f"Model: `{meta['model']}` (trillium-models {meta['models_version']}, weights sha256 "
-        f"{meta['model_sha256']}). Full cache (%): {family_cells}. Protocol: {meta['protocol']}.",
+        f"{meta['model_sha256']}); commit {meta['commit'][:12]}. Full cache (%): {family_cells}. "
+        f"Decoding: {meta['decode']}.",
         "",
-        "## Accuracy, overall (%)",
-        *_accuracy_table(rows, budgets, "overall"),
-        "",
-        "## Accuracy, cross-modal family (%)",
-        *_accuracy_table(rows, budgets, "cross_modal"),
+        "Protocols:",
+        *(f"- **{p}**: {text}." for p, text in meta["protocols"].items()),
         "",
         "## Goals of the seed policies",
-        "Drop = full-cache minus policy accuracy, in points; cross-modal is compared with the best",
-        "baseline (ours or kvpress) at the same budget.",
         "",
         *_goal_lines(rows),
+    ]
+    for protocol in meta["protocols"]:
+        parts += [
+            "",
+            f"## Protocol {protocol}: accuracy, overall (%)",
+            *_accuracy_table(rows, budgets, "overall", protocol),
+            "",
+            f"## Protocol {protocol}: accuracy, cross-modal family (%)",
+            *_accuracy_table(rows, budgets, "cross_modal", protocol),
+        ]
+    parts += [
         "",
-        "## Cost at 20% and 10% (ratios to the full cache in the same run)",
+        "## Cost at 20% and 10%, protocol A (ratios to the full cache in the same run)",
         "KV bytes: kept context entries plus the question's entries when the first answer token is",
         "chosen; prefill: time to the first token's logits (context + question forwards).",
         "",
-        *_perf_lines(perf, budgets),
+        *_perf_lines(perf, "A"),
     ]
     return "\n".join(parts)
 

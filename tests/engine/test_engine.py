@@ -253,10 +253,14 @@ def test_limits_before_work(tiny_llama, engine_factory):
     with pytest.raises(RequestRejectedError, match="max_new_tokens_limit") as too_many:
         engine.submit(GenerationRequest(prompt_ids=_prompt(10, 1), max_new_tokens=33), lambda e: None)
     assert too_many.value.field == "max_new_tokens" and "33" in str(too_many.value)
-    with pytest.raises(RequestRejectedError, match="video") as bad_layout:
+    video_only = TokenLayout.concat([TokenLayout.text(4), TokenLayout.video(1, 2, 3)])
+    with pytest.raises(RequestRejectedError, match="audio") as bad_layout:
         engine.submit(
             GenerationRequest(
-                prompt_ids=_prompt(10, 1), policy=make_policy("acckv", budget=0.2), max_new_tokens=4
+                prompt_ids=_prompt(10, 1),
+                layout=video_only,
+                policy=make_policy("acckv", budget=0.2),
+                max_new_tokens=4,
             ),
             lambda e: None,
         )

@@ -22,7 +22,8 @@ from trillium.kvcompress import (
     TokenLayout,
 )
 from trillium.kvcompress.budgets import hcc_demand
-from trillium.kvcompress.policies.base import observation_window, topk_with_forced
+from trillium.kvcompress.policies.acckv import alignment_scores
+from trillium.kvcompress.policies.base import observation_rows, topk_with_forced
 from trillium.kvcompress.scoring import gqa_mean, rows_attention, window_indices
 
 D = 16
@@ -228,7 +229,7 @@ def _flowmm_inputs(layer_inputs_factory):
 @pytest.mark.parametrize("theta", [0.0, 1.0])
 def test_flowmm_gate_and_protected_pivots(layer_inputs_factory, theta) -> None:
     inputs, layout = _flowmm_inputs(layer_inputs_factory)
-    policy = FlowMM(budget=12, window=8, theta=theta, protect_quantile=0.75)
+    policy = FlowMM(budget=12, window=8, theta=theta, protect_quantile=0.75, min_similarity=-1.0)
     result = policy.compress_layer(inputs)
     state = inputs.state
     rho = state["rho"][0]
@@ -273,7 +274,9 @@ def _acckv_inputs(layer_inputs_factory):
     return layer_inputs_factory(queries, keys, values, layout), layout, misaligned, aligned
 
 
-def test_acckv_calibration_evicts_low_priority_tokens_below_tau(layer_inputs_factory) -> None:
+def test_acckv_calibration_keeps_aligned_low_priority_tokens_first_and_the_whole_budget(
+    layer_inputs_factory,
+) -> None:
     inputs, layout, misaligned, aligned = _acckv_inputs(layer_inputs_factory)
     policy = AccKV(budget=26, window=8, tau=0.6, merge=False)
     result = policy.compress_layer(inputs)
@@ -281,10 +284,24 @@ def test_acckv_calibration_evicts_low_priority_tokens_below_tau(layer_inputs_fac
     weights = inputs.state["weights"][0]
     assert weights["video"] > weights["audio"] and weights["video"] + weights["audio"] == pytest.approx(1.0)
     kept = set(result.sources[0].tolist())
-    assert not kept & set(misaligned.tolist())
-    assert kept & set(aligned.tolist())
+    assert len(kept) == 26  # the slots calibration frees are refilled
+    audio_kept = kept & set(torch.nonzero(layout.mask(Modality.AUDIO)).flatten().tolist())
+    assert audio_kept  # the low-priority modality is never wiped
+    assert audio_kept <= set(aligned.tolist()) or set(aligned.tolist()) <= audio_kept  # aligned first
     without = AccKV(budget=26, window=8, tau=0.6, merge=False, calibrate=False).compress_layer(inputs)
-    assert set(without.sources[0].tolist()) & set(misaligned.tolist())  # they were selected, then evicted
+    audio = set(torch.nonzero(layout.mask(Modality.AUDIO)).flatten().tolist())
+    assert len(set(without.sources[0].tolist()) & audio) == len(audio_kept)  # which audio, not how much
+    keys = inputs.keys[0]
+    video = torch.nonzero(layout.mask(Modality.VIDEO)).flatten()
+    alignment = alignment_scores(keys[torch.cat([misaligned, aligned])], keys[video], policy.align_k)
+    assert bool((alignment[:3] < 0.6).all()) and bool((alignment[3:] >= 0.6).all())  # the premise
+    # scores that favour the misaligned tokens: calibration still ranks every aligned one above them
+    scores = torch.zeros(len(layout))
+    scores[misaligned] = 10.0
+    scores[aligned] = torch.linspace(1.0, 2.0, aligned.numel())
+    ranked = policy._aligned_first(scores, keys, torch.cat([misaligned, aligned]), video)
+    assert float(ranked[aligned].min()) > float(ranked[misaligned].max())
+    assert torch.equal(ranked[aligned].argsort(), scores[aligned].argsort())  # order kept among aligned
 
 
 def test_acckv_never_merges_audio_into_video(layer_inputs_factory) -> None:
@@ -345,14 +362,23 @@ def test_purekv_deep_layers_use_low_layer_attention_times_value_norm(layer_input
         assert result.sources[h].tolist() == expected[h].tolist()
 
 
-def test_observation_window_is_the_trailing_text_segment_or_the_last_tokens() -> None:
+def test_observation_rows_are_the_question_window_or_the_tail_plus_strided_rows() -> None:
     question = TokenLayout.concat([TokenLayout.text(6), TokenLayout.video(2, 3, 3), TokenLayout.text(5)])
-    assert observation_window(question, 32) == 5  # a short question does not reach into the video
-    assert observation_window(question, 4) == 4
-    assert observation_window(TokenLayout.text(50), 32) == 32
-    media_last = TokenLayout.concat([TokenLayout.text(6), TokenLayout.audio(40)])
-    assert observation_window(media_last, 32) == 32
-    closed = TokenLayout.concat([TokenLayout.text(6), TokenLayout.audio(40)])
-    closed.modality[-1] = int(Modality.TEXT)  # a closing marker inside the audio segment, e.g. </audio>
-    assert observation_window(closed, 32) == 32
-    assert observation_window(TokenLayout.text(0), 32) == 0
+    observed = observation_rows(question, 32)
+    assert observed.rows.tolist() == list(range(24, 29))  # a short question does not reach the video
+    assert observed.forced.nonzero().flatten().tolist() == list(range(24, 29)) and not observed.spread
+    assert observation_rows(question, 4).rows.tolist() == [25, 26, 27, 28]
+    assert observation_rows(TokenLayout.text(50), 32).rows.tolist() == list(range(18, 50))
+    closed = TokenLayout.concat([TokenLayout.text(20), TokenLayout.audio(100), TokenLayout.video(4, 5, 5)])
+    closed.modality[-1] = int(Modality.TEXT)  # a closing marker inside the video segment, e.g. </video>
+    observed = observation_rows(closed, 16)
+    assert observed.spread
+    assert observed.forced.nonzero().flatten().tolist() == list(range(204, 220))  # the tail is kept
+    strided = observed.rows[observed.rows < 204]
+    assert 10 <= strided.numel() <= 16  # the 16 strided rows, less those inside the tail
+    gaps = strided.diff()
+    assert int(gaps.min()) >= 13 and int(gaps.max()) <= 14  # evenly spread: every segment seen
+    segments = set(closed.segment[observed.rows].tolist())
+    assert segments == {0, 1, 2}
+    empty = observation_rows(TokenLayout.text(0), 32)
+    assert empty.rows.numel() == 0 and empty.forced.numel() == 0

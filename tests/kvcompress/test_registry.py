@@ -41,7 +41,7 @@ def test_every_policy_is_listed_with_typed_parameters() -> None:
     assert get_policy_spec("h2o").needs_attention_weights
     assert get_policy_spec("flowmm").needs_non_text
     scoring = next(p for p in get_policy_spec("acckv").parameters if p.name == "scoring")
-    assert scoring.choices == ("auto", "full", "window") and scoring.default == "auto"
+    assert scoring.choices == ("full", "window") and scoring.default == "window"
 
 
 def test_make_policy_builds_with_params() -> None:

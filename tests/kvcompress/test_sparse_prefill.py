@@ -84,6 +84,23 @@ def test_structural_rules_with_gamma_zero() -> None:
     assert (expected - dense_causal(q, k, v)).abs().max() > 1e-3
 
 
+def test_plans_denser_than_max_density_run_as_dense_attention() -> None:
+    q, k, v = random_qkv(LENGTH, seed=1)
+    plan = build_sparse_prefill_plan(
+        q, k, MODALITY, FRAMES, STSparseParams(block_size=16, gamma=0.0, delta=2.0)
+    )
+    density = plan.token_density()
+    sparse = st_sparse_attention_reference(q, k, v, plan)
+    below = st_sparse_attention(q, k, v, plan, max_density=density + 0.01)  # sparse still pays
+    torch.testing.assert_close(below, sparse, atol=1e-5, rtol=0)
+    above = st_sparse_attention(q, k, v, plan, max_density=density - 0.01)  # past the break-even
+    torch.testing.assert_close(above, dense_causal(q, k, v), atol=1e-5, rtol=0)
+    assert plan.stats(density - 0.01)["dense_fallback"] == 1.0 and plan.stats()["dense_fallback"] == 0.0
+    assert STSparseParams().max_density == 0.7
+    with pytest.raises(ValueError, match="max_density"):
+        STSparseParams(max_density=1.5)
+
+
 def test_local_frames_widen_the_temporal_window() -> None:
     q, k, _ = random_qkv(LENGTH, seed=1)
     params = STSparseParams(block_size=16, gamma=0.0, delta=2.0, local_frames=3)

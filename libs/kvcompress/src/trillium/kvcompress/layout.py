@@ -119,6 +119,22 @@ class TokenLayout:
         if len(self) != length:
             raise ValueError(f"{argument} describes {len(self)} tokens but the prompt has {length}")
 
+    def segment_modality(self) -> torch.Tensor:
+        """``[L]`` modality with every text token of a media segment counted as that medium.
+
+        Media segments carry text markers (``<video>``, per-frame timestamps, ``</audio>``): they
+        belong to the medium they delimit, not to the prompt's text. A segment's medium is the
+        largest non-text modality value in it; tokens of all-text segments stay text, and media
+        tokens keep their own modality."""
+        media = torch.where(self.modality == int(Modality.TEXT), -1, self.modality)
+        if len(self) == 0:
+            return self.modality.clone()
+        segments = int(self.segment.max()) + 1
+        per_segment = torch.full((segments,), -1, dtype=torch.long, device=self.modality.device)
+        per_segment = per_segment.scatter_reduce(0, self.segment, media, reduce="amax")
+        of_token = per_segment[self.segment]
+        return torch.where((media < 0) & (of_token >= 0), of_token, self.modality)
+
     def unit_ids(self, audio_steps_per_unit: int = 25) -> torch.Tensor:
         """Id ``[L]`` of the merge unit of every token: one per video frame / image, one per
         ``audio_steps_per_unit`` audio steps, one per text token (text is never grouped)."""

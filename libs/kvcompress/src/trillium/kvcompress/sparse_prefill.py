@@ -95,6 +95,11 @@ class STSparseParams:
         duplicate_source: vectors compared for duplicates. ``keys`` follows the spec; ``values`` carry no
             rotary position and so see through RoPE's per-position rotation of otherwise equal content.
         backend: attention backend, see the module docstring.
+        max_density: plans whose token density exceeds this run as dense causal attention instead
+            (:func:`st_sparse_attention`): above the kernel's break-even a sparse pass is slower than
+            the dense one, so the fallback makes ST-SpAttn never slower than dense. 0.7 is the CPU
+            break-even measured with ``bench/kv_micro/prefill.py`` (the torch backend against SDPA at
+            8k tokens: 0.94x at density 0.917, 1.45x at 0.557, 3.31x at 0.207); 1.0 never falls back.
     """
 
     block_size: int = 64
@@ -104,6 +109,7 @@ class STSparseParams:
     delta: float = 0.95
     duplicate_source: Literal["keys", "values"] = "keys"
     backend: Backend = "auto"
+    max_density: float = 0.7
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -118,6 +124,8 @@ class STSparseParams:
             raise ValueError(f"duplicate_source must be 'keys' or 'values', got {self.duplicate_source!r}")
         if self.backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
+        if not 0.0 <= self.max_density <= 1.0:
+            raise ValueError(f"max_density must be in [0, 1], got {self.max_density}")
 
 
 @dataclass(frozen=True)
@@ -188,13 +196,15 @@ class SparsePrefillPlan:
         total = self.seq_len * (self.seq_len + 1) / 2 * self.block_mask.shape[0] * self.block_mask.shape[1]
         return float(kept) / total
 
-    def stats(self) -> dict[str, float]:
-        """Summary numbers for logs and benchmarks."""
+    def stats(self, max_density: float = 1.0) -> dict[str, float]:
+        """Summary numbers for logs and benchmarks (``dense_fallback``: 1.0 when a plan this dense
+        runs as dense attention under ``max_density``)."""
         return {
             "seq_len": float(self.seq_len),
             "block_size": float(self.block_size),
             "block_density": self.block_density(),
             "token_density": self.token_density(),
+            "dense_fallback": float(self.token_density() > max_density),
             "duplicate_frame_fraction": float(self.duplicate_frames.float().mean())
             if self.duplicate_frames.numel()
             else 0.0,
@@ -512,8 +522,10 @@ def st_sparse_attention(
     *,
     scaling: float | None = None,
     backend: Backend = "auto",
+    max_density: float = 1.0,
 ) -> torch.Tensor:
-    """Block-sparse causal attention over the plan's kept tiles.
+    """Block-sparse causal attention over the plan's kept tiles (dense causal attention when the
+    plan keeps more than ``max_density`` of the causal token pairs).
 
     Args:
         query: ``[B, H_q, L, D]``.
@@ -522,6 +534,7 @@ def st_sparse_attention(
         scaling: softmax scale, default ``1/sqrt(D)``.
         backend: ``auto`` (Triton on CUDA, torch gather elsewhere), ``torch``, ``flex``, ``triton``,
             ``reference``.
+        max_density: the dense fallback's threshold (:class:`STSparseParams`); 1.0 never falls back.
 
     Returns:
         ``[B, H_q, L, D]`` in the query dtype.
@@ -530,6 +543,10 @@ def st_sparse_attention(
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if query.shape[2] != plan.seq_len:
         raise ValueError(f"query length {query.shape[2]} does not match plan.seq_len {plan.seq_len}")
+    if plan.token_density() > max_density:
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, keys, values, is_causal=True, scale=scaling, enable_gqa=query.shape[1] != keys.shape[1]
+        )
     if backend == "auto":
         backend = "triton" if query.is_cuda and _triton_block_ok(plan.block_size) else "torch"
     args = (query, keys, values, plan.kv_num_blocks, plan.kv_indices)
@@ -570,7 +587,7 @@ class SparsePrefillSession:
         return self.modality.shape[0]
 
     def record(self, plan: SparsePrefillPlan) -> None:
-        self.stats.append(plan.stats())
+        self.stats.append(plan.stats(self.params.max_density))
         if self.keep_plans:
             self.plans.append(plan)
 
@@ -622,7 +639,10 @@ def st_sparse_attention_forward(
         query, key, session.modality, session.frame_index, session.params, values=value
     )
     session.record(plan)
-    out = st_sparse_attention(query, key, value, plan, scaling=scaling, backend=session.params.backend)
+    params = session.params
+    out = st_sparse_attention(
+        query, key, value, plan, scaling=scaling, backend=params.backend, max_density=params.max_density
+    )
     return out.transpose(1, 2).contiguous(), None
 
 

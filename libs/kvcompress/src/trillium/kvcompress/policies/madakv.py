@@ -12,14 +12,20 @@ Confirmed: only through secondary summaries of the paper (formulas above). Our c
 does not specify): ``theta = 0.9``; ``phi^1`` = the uniform budget; ``K^l`` is the *mean* over heads
 of ``kept_h - phi^l`` (the summary's sum over heads mixes units with the per-head ``phi``: with it,
 one spread-out layer drove every later layer to the window and the cache to ~3% at a 20% budget);
-a head keeps ``clamp(sum_m k_m, window, min(2 phi^l, L_prompt, affordable))`` where ``affordable``
-is what the total uniform budget still allows after reserving the window for later layers, so the
-whole cache never exceeds the uniform budget's size; the observation window is kept in every head
-and counted in its budget; the split generalises to any modality set.
+a head keeps ``clamp(sum_m k_m, floor, min(2 phi^l, L_prompt, affordable))`` where ``affordable``
+is what the total uniform budget still allows after reserving the floor for later layers, so the
+whole cache never exceeds the uniform budget's size. The **per-layer floor** (``layer_floor``, half
+the uniform budget by default) is ours too: at ``theta = 0.9`` the demand is 70-90% of all tokens,
+every head hit the ``2 phi`` cap and ``phi`` then fell linearly to the window (1228 -> ... -> 32 on
+a 3k prompt), so the deep layers kept only the question; with the floor no layer is starved and
+HCC still moves budget between layers. The observation window (the shared
+:func:`~trillium.kvcompress.policies.base.observation_rows`) is kept in every head and counted in
+its budget; the split generalises to any modality set.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,11 +38,10 @@ from trillium.kvcompress.policies.base import (
     LayerInputs,
     LayerResult,
     Policy,
-    observation_window,
+    observation_rows,
     param,
     window_rows,
 )
-from trillium.kvcompress.scoring.window import window_indices
 
 __all__ = ["MadaKV", "modality_topk"]
 
@@ -64,7 +69,11 @@ class MadaKV(Policy):
     )
     use_mpa: bool = param(True, "split each head's budget by modality preference (else plain top-k)")
     use_hcc: bool = param(True, "compensate budgets across layers (else uniform per layer)")
+    layer_floor: float = param(
+        0.5, "HCC: no layer keeps less than this share of the uniform budget", minimum=0.0, maximum=1.0
+    )
 
+    text_only_form: ClassVar[bool] = True  # all text: MPA has one modality, HCC moves budget across layers
     name: ClassVar[str] = "madakv"
     required_modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)
     needs_non_text: ClassVar[bool] = True
@@ -76,19 +85,20 @@ class MadaKV(Policy):
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         length, layout = inputs.length, inputs.layout
         n_keep = self.tokens_to_keep(length)
-        w = min(observation_window(layout, self.window), n_keep)
+        observed = observation_rows(layout, self.window)
+        forced = observed.forced.clone()
+        if int(forced.sum()) > n_keep:
+            forced[: length - n_keep] = False
+        floor = min(max(int(forced.sum()), math.ceil(self.layer_floor * n_keep), 1), n_keep)
         state = inputs.state
         if inputs.layer_idx == 0:
             state.update(phi=float(n_keep), spent=0.0, phi_history=[], demand_history=[])
-        phi = int(round(min(max(state["phi"], w), length)))
-        rows = window_indices(length, max(w, 1))
-        psi = inputs.window_scores(rows)
-        forced = torch.zeros(length, dtype=torch.bool)
-        forced[length - w :] = True
+        phi = int(round(min(max(state["phi"], floor), length)))
+        psi = inputs.window_scores(observed.rows)
         budgets = [phi] * inputs.num_kv_heads
         if self.use_hcc:
             demand = sum(hcc_demand(psi, layout.mask(m), self.theta) for m in sorted(layout.modalities()))
-            budgets = self._head_budgets(demand, phi, w, inputs, n_keep)
+            budgets = self._head_budgets(demand, phi, floor, inputs, n_keep)
             state["demand_history"].append(demand.tolist())
         kept = [self._select_head(psi[h], layout, forced, b) for h, b in enumerate(budgets)]
         state["phi_history"].append(phi)
@@ -100,7 +110,7 @@ class MadaKV(Policy):
                 used - phi,
                 inputs.layer_idx,
                 inputs.num_layers,
-                minimum=float(w),
+                minimum=float(floor),
                 maximum=float(length),
                 total_budget=float(n_keep * inputs.num_layers),
                 spent=state["spent"],
@@ -109,13 +119,13 @@ class MadaKV(Policy):
 
     @staticmethod
     def _head_budgets(
-        demand: torch.Tensor, phi: int, window: int, inputs: LayerInputs, n_keep: int
+        demand: torch.Tensor, phi: int, floor: int, inputs: LayerInputs, n_keep: int
     ) -> list[int]:
-        """Per-head budgets: the HCC demand, clamped to ``[window, min(2 phi, length, affordable)]``."""
+        """Per-head budgets: the HCC demand, clamped to ``[floor, min(2 phi, length, affordable)]``."""
         remaining = inputs.num_layers - 1 - inputs.layer_idx
-        affordable = n_keep * inputs.num_layers - inputs.state["spent"] - window * remaining
-        cap = max(window, min(2 * phi, inputs.length, int(affordable)))
-        return [int(min(max(int(d), window), cap)) for d in demand]
+        affordable = n_keep * inputs.num_layers - inputs.state["spent"] - floor * remaining
+        cap = max(floor, min(2 * phi, inputs.length, int(affordable)))
+        return [int(min(max(int(d), floor), cap)) for d in demand]
 
     def _select_head(
         self, psi: torch.Tensor, layout: TokenLayout, forced: torch.Tensor, phi: int

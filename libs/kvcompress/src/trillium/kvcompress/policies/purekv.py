@@ -24,13 +24,12 @@ from trillium.kvcompress.policies.base import (
     LayerInputs,
     LayerResult,
     Policy,
-    observation_window,
+    observation_rows,
     param,
     topk_with_forced,
     window_rows,
 )
 from trillium.kvcompress.scoring.cross_layer import cross_layer_importance
-from trillium.kvcompress.scoring.window import window_indices
 
 __all__ = ["PureKV"]
 
@@ -58,17 +57,16 @@ class PureKV(Policy):
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         length = inputs.length
         n_keep = self.tokens_to_keep(length)
-        rows = window_indices(length, max(observation_window(inputs.layout, self.window), 1))
+        observed = observation_rows(inputs.layout, self.window)
         scoring_layer = self.resolved_scoring_layer(inputs.num_layers)
         if inputs.layer_idx <= scoring_layer:
-            scores = inputs.window_scores(rows)
+            scores = inputs.window_scores(observed.rows)
             if inputs.layer_idx == scoring_layer:
                 inputs.state["clie_scores"] = scores
         else:
             low = inputs.state["clie_scores"]
             scores = cross_layer_importance(low.unsqueeze(0), inputs.values.unsqueeze(0))[0]
-        forced = torch.zeros(length, dtype=torch.bool)
+        forced = observed.forced.clone()
         forced[: self.n_sinks] = True
-        forced[rows] = True
         kept = topk_with_forced(scores, n_keep, forced)
         return LayerResult.select(inputs.keys, inputs.values, kept)

@@ -20,7 +20,6 @@ from trillium.kvcompress.policies.base import (
     LayerInputs,
     LayerResult,
     Policy,
-    observation_window,
     param,
     topk_with_forced,
     window_rows,
@@ -44,8 +43,8 @@ class PyramidKV(Policy):
 
     def compress_layer(self, inputs: LayerInputs) -> LayerResult:
         n_keep = self.tokens_to_keep(inputs.length)
-        w = min(observation_window(inputs.layout, self.window), n_keep)
-        budgets = pyramid_layer_budgets(n_keep, inputs.num_layers, w, self.beta, capacity=inputs.length)
         scores, forced = snapkv_scores(inputs, self.window, self.kernel)
+        w = min(int(forced.sum()), n_keep)
+        budgets = pyramid_layer_budgets(n_keep, inputs.num_layers, w, self.beta, capacity=inputs.length)
         kept = topk_with_forced(scores, min(budgets[inputs.layer_idx], inputs.length), forced)
         return LayerResult.select(inputs.keys, inputs.values, kept)

@@ -19,24 +19,22 @@ from trillium.kvcompress.policies.base import (
     LayerInputs,
     LayerResult,
     Policy,
-    observation_window,
+    observation_rows,
     param,
     topk_with_forced,
     window_rows,
 )
-from trillium.kvcompress.scoring.window import pool_scores, window_indices
+from trillium.kvcompress.scoring.window import pool_scores
 
 __all__ = ["SnapKV", "snapkv_scores"]
 
 
 def snapkv_scores(inputs: LayerInputs, window: int, kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``([H_kv, L] pooled window votes, [L] bool window mask)`` for one layer."""
-    w = observation_window(inputs.layout, window)
-    rows = window_indices(inputs.length, max(w, 1))
-    scores = pool_scores(inputs.window_scores(rows), kernel)
-    forced = torch.zeros(inputs.length, dtype=torch.bool)
-    forced[rows] = True
-    return scores, forced
+    """``([H_kv, L] pooled votes, [L] bool kept-anyway mask)`` for one layer, from the rows of
+    :func:`~trillium.kvcompress.policies.base.observation_rows`."""
+    observed = observation_rows(inputs.layout, window)
+    scores = pool_scores(inputs.window_scores(observed.rows), kernel)
+    return scores, observed.forced.clone()
 
 
 @dataclass

@@ -51,6 +51,6 @@ class STSparsePrefill:
         )
         self.plans.append(plan)
         out = sparse_prefill.st_sparse_attention(
-            query, key, value, plan, scaling=scaling, backend=params.backend
+            query, key, value, plan, scaling=scaling, backend=params.backend, max_density=params.max_density
         )
         return out.transpose(1, 2).contiguous()

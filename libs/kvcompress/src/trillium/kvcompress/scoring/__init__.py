@@ -13,7 +13,11 @@ from trillium.kvcompress.scoring.redistribution import (
     redistributed_scores_full,
     redistributed_scores_window,
 )
-from trillium.kvcompress.scoring.visual_queries import interaction_ratio, sample_visual_rows
+from trillium.kvcompress.scoring.visual_queries import (
+    interaction_ratio,
+    sample_media_rows,
+    sample_visual_rows,
+)
 from trillium.kvcompress.scoring.window import (
     gqa_mean,
     pool_scores,
@@ -35,6 +39,7 @@ __all__ = [
     "redistributed_scores_full",
     "redistributed_scores_window",
     "rows_attention",
+    "sample_media_rows",
     "sample_visual_rows",
     "spearman_correlation",
     "value_norm_scores",
