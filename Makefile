@@ -13,7 +13,7 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TRITON_INTERPRET=1 HF_HUB_OFFLIN
 
 .DEFAULT_GOAL := help
 
-.PHONY: fetch-smollm2 bench-inference setup-llamacpp
+.PHONY: fetch-smollm2 bench-inference setup-llamacpp bench-kv-text
 .PHONY: help setup setup-kvpress setup-datasets train-av-tiny train-motion template-anny bench-kv bench-kv-long protos protos-check lint format test test-gpu demo bench bench-kv-micro \
         bench-federated bench-avatar clean dashboards deploy-check
 
@@ -82,7 +82,7 @@ deploy-check: $(STAMP) ## Fail if dashboards, schema or k8s/base are stale; vali
 	$(TEST_ENV) $(BIN)/pytest -q tests/deploy
 
 bench: ## Run every benchmark (results under bench/results/)
-	$(MAKE) bench-kv-micro bench-kv bench-kv-long bench-inference bench-federated bench-avatar
+	$(MAKE) bench-kv-micro bench-kv bench-kv-long bench-kv-text bench-inference bench-federated bench-avatar
 
 train-av-tiny: $(STAMP) ## Train the shipped av-tiny model into assets/models/av-tiny (< 1 h on 2 cores)
 	$(BIN)/python -m trillium.models.av_tiny.train --out assets/models/av-tiny
@@ -106,13 +106,18 @@ bench-kv: $(STAMP) $(KVPRESS_VENV)/.installed ## Accuracy vs KV budget for every
 bench-kv-long: $(STAMP) $(KVPRESS_VENV)/.installed ## bench-kv on 32-frame clips (~950-token prompts)
 	$(BIN)/python bench/kv_quality/run.py --frames 32 --per-family 20 --name kv-quality-long
 
+bench-kv-text: $(STAMP) $(KVPRESS_VENV)/.installed fetch-smollm2 ## Every policy and kvpress press on SmolLM2, RULER-style suite, 1k-8k tokens (~3 h on 2 cores)
+	$(BIN)/python bench/kv_text/run.py
+	$(BIN)/python bench/kv_quality/observations.py
+
 bench-inference: $(STAMP) fetch-smollm2 ## Serving under load over gRPC (SmolLM2, av-tiny) beside transformers-cb and llama.cpp (~25 min)
 	@test -f $(LLAMACPP_VENV)/.installed || echo "note: run 'make setup-llamacpp' once (~25 min build) for the llama.cpp rows"
 	$(BIN)/python bench/inference/run.py
 
-bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (bytes, decode, prefill, sparse prefill)
+bench-kv-micro: $(STAMP) ## KV-compression micro-benchmarks (bytes, decode, prefill, sparse prefill; ST-SpAttn on the trained av-tiny)
 	$(BIN)/python bench/kv_micro/run.py
 	$(BIN)/python bench/kv_micro/prefill.py
+	$(BIN)/python bench/kv_micro/st_sparse_trained.py
 
 setup-datasets: ## Install Fashion-MNIST from Debian's dataset-fashion-mnist where apt is usable
 	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || (command -v apt-get >/dev/null && \

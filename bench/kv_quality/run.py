@@ -352,6 +352,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    commit = git_commit()  # the code this run measures, read before it starts
     budgets = tuple(float(b) for b in args.budgets.split(","))
     names = [s.name for s in list_policies()] if args.policies == "all" else args.policies.split(",")
     names = list(dict.fromkeys(["random", *names]))  # the floor is part of every report
@@ -397,7 +398,7 @@ def main() -> None:
         "kvpress": kvpress_status,
         "split": args.split,
         "protocols": {p: PROTOCOL_TEXT[p] for p in protocols},
-        "commit": git_commit(),
+        "commit": commit,
         "versions": package_versions(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

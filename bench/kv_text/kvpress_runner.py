@@ -95,14 +95,31 @@ def run_press(model, press, prompt: dict, prefilled: tuple, *, protocol: str) ->
     tail = ids[span:] + answer[:-1]
     predicted = full_predicted[:1]  # protocol B: the first answer token is the prefill's
     if tail:
-        logits = model(
-            input_ids=torch.tensor([tail]),
-            position_ids=torch.arange(span, span + len(tail)).unsqueeze(0),
-            past_key_values=cache,
-        ).logits[0]
+        logits = _through_cache(model, cache, tail, span, ragged=len({k.shape[2] for k, _ in compressed}) > 1)
         through_cache = logits[max(len(ids) - 1 - span, 0) :].argmax(-1)
         predicted = through_cache if span < len(ids) else torch.cat([predicted, through_cache])
     return item_accuracy(predicted, answer, prompt["item_spans"])
+
+
+def _through_cache(model, cache, tail: list[int], start: int, *, ragged: bool) -> torch.Tensor:
+    """``[len(tail), vocab]`` logits of ``tail`` run through ``cache`` at positions ``start...``.
+
+    Layers of different lengths (PyramidKV) get one token per forward: transformers sizes the
+    attention mask of a multi-token forward by the first layer's length, which fails on the others;
+    a single query needs no mask (kvpress's pipeline decodes this way too)."""
+    if not ragged:
+        return model(
+            input_ids=torch.tensor([tail]),
+            position_ids=torch.arange(start, start + len(tail)).unsqueeze(0),
+            past_key_values=cache,
+        ).logits[0]
+    steps = [
+        model(
+            input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[start + i]]), past_key_values=cache
+        ).logits[0, -1]
+        for i, token in enumerate(tail)
+    ]
+    return torch.stack(steps)
 
 
 def main() -> None:

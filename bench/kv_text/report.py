@@ -179,16 +179,16 @@ def write_report(result: dict, out: Path) -> None:
         ]
     overhead = result.get("compression_overhead", {})
     if overhead:
-        longest = max(int(k.rsplit("@", 1)[1]) for k in overhead)
+        longest = max(int(k.split("@")[-2]) for k in overhead)
         parts += [
             "",
-            f"## Compression time / prefill time at {longest} tokens (protocol B)",
+            f"## Compression time / prefill time at {longest} tokens",
             "",
-            "| policy | share |",
-            "|---|---|",
+            "| policy | protocol | share |",
+            "|---|---|---|",
         ]
         for key, value in sorted(overhead.items()):
-            name, target = key.rsplit("@", 1)
+            name, target, protocol = key.rsplit("@", 2)
             if int(target) == longest:
-                parts.append(f"| {name} | {100 * value:.1f}% |")
+                parts.append(f"| {name} | {protocol} | {100 * value:.1f}% |")
     out.with_suffix(".md").write_text("\n".join(parts) + "\n")

