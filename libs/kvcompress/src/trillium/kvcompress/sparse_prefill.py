@@ -97,7 +97,8 @@ class STSparseParams:
         backend: attention backend, see the module docstring.
         max_density: plans whose token density exceeds this run as dense causal attention instead
             (:func:`st_sparse_attention`): above the kernel's break-even a sparse pass is slower than
-            the dense one, so the fallback makes ST-SpAttn never slower than dense. 0.7 is the CPU
+            the dense one. The plan is still built first (on the trained av-tiny's 1-2k-token clips,
+            whose plans keep every tile, that alone made the prefill 0.76-0.80x of dense). 0.7 is the CPU
             break-even measured with ``bench/kv_micro/prefill.py`` (the torch backend against SDPA at
             8k tokens: 0.94x at density 0.917, 1.45x at 0.557, 3.31x at 0.207); 1.0 never falls back.
     """
