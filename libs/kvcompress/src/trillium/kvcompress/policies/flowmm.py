@@ -83,7 +83,7 @@ class FlowMM(Policy):
         length, layout = inputs.length, inputs.layout
         n_keep = self.tokens_to_keep(length)
         observed = observation_rows(layout, self.window)
-        rows = self.scored_rows(layout)
+        rows = torch.cat([observed.rows, sample_media_rows(layout, self.visual_queries)]).unique()
         rho = float(interaction_ratio(inputs.attention_rows(rows).unsqueeze(0), rows, layout)[0])
         cross_modal = rho > self.theta
         importance = inputs.window_scores(observed.rows)
